@@ -1,0 +1,27 @@
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint demo clean
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+# Re-install only when the package metadata changes.
+$(STAMP): setup.cfg pyproject.toml | $(PY)
+	$(PIP) install -e ".[tests]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(PY) -m pytest -q tests
+
+lint: install
+	$(PY) -m flake8 projects tools tests configs
+	$(PY) -m isort --check-only --diff projects tools tests
+
+clean:
+	rm -rf work_dirs .pytest_cache

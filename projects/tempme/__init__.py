@@ -1,0 +1,7 @@
+"""TempMe for mmaction2: temporal token merging for efficient text-video retrieval.
+
+Importing this package first applies the compatibility fixes for the dependency stack
+(:mod:`projects.tempme.compat`), then registers every component in mmaction2's
+registries, so configs can use it through ``custom_imports``.
+"""
+from . import compat  # noqa: F401  (must run before anything imports mmaction.models)
