@@ -1,0 +1,118 @@
+"""The text-video retrieval model: CLIP text tower + TempMe video tower + contrastive loss."""
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
+import torch.nn.functional as F
+from mmengine.model import BaseModel
+
+from mmaction.registry import MODELS
+from .clip_loading import build_open_clip
+from .lora import inject_lora, is_lora_parameter
+from .text_encoder import CLIPTextEncoder
+
+TRAIN_MODES = ('peft', 'full')
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` from every rank; gradients flow back to each rank's slice."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    return torch.cat(dist_fn.all_gather(x), dim=0)
+
+
+def symmetric_infonce(text: torch.Tensor, video: torch.Tensor,
+                      logit_scale: torch.Tensor) -> torch.Tensor:
+    """Mean of text->video and video->text cross-entropy; pair i is the positive of i."""
+    logits = logit_scale * F.normalize(text, dim=-1) @ F.normalize(video, dim=-1).t()
+    target = torch.arange(logits.shape[0], device=logits.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+
+
+@MODELS.register_module()
+class TempMeRetriever(BaseModel):
+    """CLIP-based text-video retriever with a TempMe video encoder.
+
+    Args:
+        clip: arguments of :func:`~projects.tempme.models.clip_loading.build_open_clip`
+            (architecture and local weight file); built once and shared by both towers.
+        video_encoder: config of the video encoder (``TempMeViT``); gets ``clip``.
+        head: config of the video head pooling per-frame features.
+        lora: LoRA arguments (``rank``, ``alpha``, ``dropout``, ``target_modules``) or
+            ``None`` for no adapters.
+        train_mode: ``'peft'`` trains LoRA, temporal embeddings and head parameters
+            only; ``'full'`` trains every weight.
+        max_logit_scale: clamp of the learned temperature (CLIP uses 100).
+    """
+
+    def __init__(self, clip: dict, video_encoder: dict,
+                 head: dict = dict(type='MeanCLSHead'), lora: Optional[dict] = dict(rank=8),
+                 train_mode: str = 'peft', max_logit_scale: float = 100.0,
+                 data_preprocessor: Optional[dict] = dict(type='RetrievalDataPreprocessor'),
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        if train_mode not in TRAIN_MODES:
+            raise ValueError(f'train_mode must be one of {TRAIN_MODES}, got {train_mode!r}')
+        clip_model = build_open_clip(**clip)
+        self.video_encoder = MODELS.build(video_encoder, default_args=dict(clip=clip_model.visual))
+        self.text_encoder = CLIPTextEncoder(clip_model)
+        self.head = MODELS.build(head)
+        self.logit_scale = clip_model.logit_scale
+        self.max_logit_scale = max_logit_scale
+        self.train_mode = train_mode
+        if lora is not None:
+            inject_lora(self, **lora)
+        for name, param in self.named_parameters():
+            param.requires_grad = train_mode == 'full' or self.is_peft_parameter(name)
+
+    @staticmethod
+    def is_peft_parameter(name: str) -> bool:
+        """Parameters trained in PEFT mode: adapters, temporal embeddings, the head."""
+        return (is_lora_parameter(name) or name.endswith('.temporal_embedding')
+                or name.startswith('head.'))
+
+    def parameter_counts(self) -> Dict[str, int]:
+        total = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return dict(total=total, trainable=trainable)
+
+    # -- features ---------------------------------------------------------------
+    def encode_text(self, text: torch.Tensor) -> torch.Tensor:
+        return self.text_encoder(text)
+
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        return self.head(self.video_encoder(video))
+
+    def scale(self) -> torch.Tensor:
+        return self.logit_scale.exp().clamp(max=self.max_logit_scale)
+
+    # -- mmengine interface -------------------------------------------------------
+    def forward(self, inputs: Dict[str, torch.Tensor], data_samples: Optional[List] = None,
+                mode: str = 'tensor') -> Union[Dict[str, torch.Tensor], List, tuple]:
+        text = self.encode_text(inputs['text'])
+        video = self.encode_video(inputs['video'])
+        if mode == 'tensor':
+            return text, video
+        if mode == 'loss':
+            return self.loss(text, video, inputs['caption_to_video'])
+        if mode == 'predict':
+            return self.predict(text, video, inputs['caption_to_video'], data_samples)
+        raise ValueError(f'unknown mode {mode!r}')
+
+    def loss(self, text: torch.Tensor, video: torch.Tensor,
+             caption_to_video: torch.Tensor) -> Dict[str, torch.Tensor]:
+        if text.shape[0] != video.shape[0]:
+            raise ValueError('training batches need exactly one caption per video, got '
+                             f'{text.shape[0]} captions for {video.shape[0]} videos')
+        scale = self.scale()
+        loss = symmetric_infonce(gather_with_grad(text), gather_with_grad(video), scale)
+        return dict(loss=loss, logit_scale=scale.detach())
+
+    def predict(self, text: torch.Tensor, video: torch.Tensor, caption_to_video: torch.Tensor,
+                data_samples: Sequence) -> Sequence:
+        for i, sample in enumerate(data_samples):
+            sample.video_feat = video[i].detach()
+            sample.text_feats = text[caption_to_video == i].detach()
+        return data_samples
+

@@ -1,0 +1,158 @@
+"""The TempMe video encoder: a CLIP ViT with ImgMe and ClipMe token merging.
+
+Frames enter as independent clips. ImgMe blocks merge tokens inside each frame; ClipMe
+blocks concatenate adjacent clips, merge tokens across them (by hidden states, with a
+learned temporal embedding per clip) and again inside the new clip (by keys). What
+each block does is read from a :class:`~projects.tempme.merging.MergeSchedule`, so
+plain per-frame CLIP and ToMe-only are schedules of the same encoder.
+"""
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from mmaction.registry import MODELS
+from ..merging import LayerPlan, MergeSchedule, bipartite_soft_matching, group_clips, merge_wavg
+from ..merging.matching import clip_of_token
+from .attention import ResidualBlock
+
+TokenState = Tuple[torch.Tensor, Optional[torch.Tensor]]
+
+
+class TempMeBlock(ResidualBlock):
+    """One vision block following its :class:`LayerPlan`.
+
+    The state passed between blocks is ``(x, size)``: tokens (batch * clips, T, C) and
+    how many input patches each token stands for (``None`` until the first merge).
+    """
+
+    def __init__(self, block: nn.Module, plan: LayerPlan, temporal_embedding: bool,
+                 prop_attn: bool) -> None:
+        super().__init__(block)
+        self.plan = plan
+        self.prop_attn = prop_attn
+        self.temporal_embedding = None
+        if temporal_embedding and plan.cross_r > 0:
+            width = self.ln_1.normalized_shape[0]
+            self.temporal_embedding = nn.Parameter(torch.zeros(plan.clips_in, width))
+            self.register_buffer(
+                'token_clip', clip_of_token(plan.group, plan.tokens_in, plan.cls_in),
+                persistent=False)
+
+    def _add_temporal(self, x: torch.Tensor) -> torch.Tensor:
+        """Add each clip's embedding to the tokens it brought into the group."""
+        plan = self.plan
+        emb = self.temporal_embedding.view(plan.clips_out, plan.group, -1)[:, self.token_clip]
+        return (x.view(-1, *emb.shape) + emb.to(x.dtype)).view_as(x)
+
+    def forward(self, state: TokenState) -> TokenState:
+        x, size = state
+        plan = self.plan
+        num_cls = plan.cls_out
+        if plan.group > 1:
+            metric = group_clips(x.detach(), plan.group, plan.cls_in)
+            x = group_clips(x, plan.group, plan.cls_in)
+            if size is not None:
+                size = group_clips(size, plan.group, plan.cls_in)
+            if plan.cross_r > 0:
+                merge = bipartite_soft_matching(metric, plan.cross_r, num_cls)
+                if self.temporal_embedding is not None:
+                    x = self._add_temporal(x)
+                x, size = merge_wavg(merge, x, _sizes(x, size))
+
+        bias = None
+        if self.prop_attn and size is not None:
+            bias = size.log().to(x.dtype)[:, None, None, :, 0]
+        h, keys = self.attn(self.ln_1(x), bias)
+        x = x + self.ls_1(h)
+
+        if plan.intra_r > 0:
+            merge = bipartite_soft_matching(keys.mean(1), plan.intra_r, num_cls)
+            x, size = merge_wavg(merge, x, _sizes(x, size))
+        return self.mlp_residual(x), size
+
+
+def _sizes(x: torch.Tensor, size: Optional[torch.Tensor]) -> torch.Tensor:
+    return torch.ones_like(x[..., :1]) if size is None else size
+
+
+@MODELS.register_module()
+class TempMeViT(nn.Module):
+    """Video encoder: (B, T, 3, H, W) frames -> (B, T, embed) per-frame CLS features.
+
+    The CLS token of every input frame survives all merges (CLS tokens are never
+    merged), so the output keeps one feature per frame; a head pools them.
+
+    Args:
+        clip: an open_clip ``VisionTransformer`` (taken over, not copied), or a dict for
+            :func:`~projects.tempme.models.clip_loading.build_open_clip`.
+        num_frames: frames per video.
+        merge_layers, clips_per_merge, cross_clip_ratio, intra_clip_ratio, imgme_r:
+            the merge schedule, see :class:`~projects.tempme.merging.MergeSchedule`.
+        temporal_embedding: learn one embedding per clip at each ClipMe layer.
+        prop_attn: proportional attention (log of the token sizes added to the logits).
+    """
+
+    def __init__(self, clip: Union[nn.Module, dict], num_frames: int = 12,
+                 merge_layers: Sequence[int] = (8, 9, 10),
+                 clips_per_merge: Sequence[int] = (2, 2, 3), cross_clip_ratio: float = 0.3,
+                 intra_clip_ratio: float = 0.1, imgme_r: Union[int, Sequence[int]] = 2,
+                 temporal_embedding: bool = True, prop_attn: bool = True) -> None:
+        super().__init__()
+        if isinstance(clip, dict):
+            from .clip_loading import build_open_clip
+            clip = build_open_clip(**clip).visual
+        visual = _check_visual(clip)
+        grid_h, grid_w = visual.grid_size
+        self.schedule = MergeSchedule(
+            num_layers=len(visual.transformer.resblocks), num_frames=num_frames,
+            tokens_per_frame=grid_h * grid_w + 1, merge_layers=merge_layers,
+            clips_per_merge=clips_per_merge, cross_clip_ratio=cross_clip_ratio,
+            intra_clip_ratio=intra_clip_ratio, imgme_r=imgme_r)
+        self.conv1 = visual.conv1
+        self.class_embedding = visual.class_embedding
+        self.positional_embedding = visual.positional_embedding
+        self.ln_pre = visual.ln_pre
+        self.blocks = nn.ModuleList(
+            TempMeBlock(block, plan, temporal_embedding, prop_attn)
+            for block, plan in zip(visual.transformer.resblocks, self.schedule.layers))
+        self.ln_post = visual.ln_post
+        self.proj = visual.proj
+
+    @property
+    def num_frames(self) -> int:
+        return self.schedule.num_frames
+
+    def embed_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) -> (N, 1 + patches, C) tokens after ``ln_pre``."""
+        x = self.conv1(frames).flatten(2).transpose(1, 2)
+        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
+        return self.ln_pre(x)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        b, t = video.shape[:2]
+        if t != self.num_frames:
+            raise ValueError(f'video has {t} frames; the merge schedule was built for '
+                             f'{self.num_frames}')
+        state = (self.embed_frames(video.flatten(0, 1)), None)
+        for block in self.blocks:
+            state = block(state)
+        x = state[0]
+        last = self.schedule.layers[-1]
+        cls = x.view(b, last.clips_out, last.tokens_out, -1)[:, :, :last.cls_out]
+        return self.ln_post(cls.reshape(b, t, -1)) @ self.proj
+
+
+def _check_visual(visual: nn.Module) -> nn.Module:
+    """Fail early on open_clip vision towers whose output is not the CLS token."""
+    for attr in ('conv1', 'class_embedding', 'positional_embedding', 'transformer', 'proj'):
+        if not hasattr(visual, attr):
+            raise TypeError(f'TempMeViT needs an open_clip VisionTransformer; '
+                            f'{type(visual).__name__} has no {attr!r}')
+    if getattr(visual, 'attn_pool', None) is not None or getattr(visual, 'pool_type',
+                                                                  'tok') != 'tok':
+        raise TypeError('TempMeViT needs CLS-token pooling (pool_type="tok", no attn_pool)')
+    if visual.proj is None:
+        raise TypeError('TempMeViT needs a vision tower with an output projection')
+    return visual
