@@ -12,7 +12,7 @@ from mmaction.registry import DATASETS, TRANSFORMS
 from mmaction.structures import ActionDataSample
 from mmengine.logging import MMLogger
 
-from projects.tempme.datasets import AnnotationError, CLIPTokenize, VideoTextRetrievalDataset
+from projects.tempme.datasets import AnnotationError, OpenCLIPTokenize, VideoTextRetrievalDataset
 
 SIZE = 32
 CONTEXT = 32
@@ -70,7 +70,7 @@ def pipeline(test_mode: bool) -> List[dict]:
         dict(type='DecordDecode'),
         dict(type='Resize', scale=(-1, SIZE)),
         dict(type='CenterCrop', crop_size=SIZE),
-        dict(type='CLIPTokenize', context_length=CONTEXT),
+        dict(type='OpenCLIPTokenize', context_length=CONTEXT),
         dict(type='PackVideoTextInputs'),
     ]
 
@@ -87,7 +87,7 @@ def build(data_dir: Path, test_mode: bool, ann_file: str = 'ann.json') -> VideoT
 
 
 def test_registry_gives_our_tokenizer() -> None:
-    assert TRANSFORMS.get('CLIPTokenize') is CLIPTokenize
+    assert TRANSFORMS.get('OpenCLIPTokenize') is OpenCLIPTokenize
     assert DATASETS.get('VideoTextRetrievalDataset') is VideoTextRetrievalDataset
 
 
@@ -142,7 +142,7 @@ def test_test_mode_one_item_per_video(data_dir: Path) -> None:
     assert sorted(seen) == list(range(6)) and len(seen) == 6
     # The captions tokenized for video b are b's own, in annotation order.
     text_b = dataset[1]['inputs']['text']
-    assert torch.equal(text_b, CLIPTokenize(CONTEXT)(dict(captions=ANNOTATION['b.mp4']))['text'])
+    assert torch.equal(text_b, OpenCLIPTokenize(CONTEXT)(dict(captions=ANNOTATION['b.mp4']))['text'])
 
 
 def test_test_mode_frames_are_uniform_and_rgb(data_dir: Path) -> None:
@@ -174,7 +174,7 @@ def test_tokenize_truncates_keeping_eot_last() -> None:
     handler = Collect(level=logging.WARNING)
     logger.addHandler(handler)
     try:
-        tokenize = CLIPTokenize(context_length=8)
+        tokenize = OpenCLIPTokenize(context_length=8)
         long_caption = 'one two three four five six seven eight nine ten'
         out = tokenize(dict(captions=['a cat', long_caption]))['text']
         assert tokenize.num_truncated == 1
@@ -191,7 +191,7 @@ def test_tokenize_truncates_keeping_eot_last() -> None:
     # CLIP pools at argmax of the ids: EOT must be the row maximum.
     assert torch.equal(out.argmax(dim=1), torch.tensor([3, 7]))
     # A caption of exactly context_length tokens is not counted as truncated.
-    exact = CLIPTokenize(context_length=8)
+    exact = OpenCLIPTokenize(context_length=8)
     exact(dict(captions=['one two three four five six']))
     assert exact.num_truncated == 0
 

@@ -1,8 +1,8 @@
 """Video-text retrieval data: the dataset, caption tokenization and input packing."""
-from .transforms import CLIPTokenize, PackVideoTextInputs, tokenize_captions
+from .transforms import OpenCLIPTokenize, PackVideoTextInputs, tokenize_captions
 from .video_text_dataset import AnnotationError, VideoTextRetrievalDataset, load_video_captions
 
 __all__ = [
-    'AnnotationError', 'CLIPTokenize', 'PackVideoTextInputs', 'VideoTextRetrievalDataset',
+    'AnnotationError', 'OpenCLIPTokenize', 'PackVideoTextInputs', 'VideoTextRetrievalDataset',
     'load_video_captions', 'tokenize_captions'
 ]

@@ -7,20 +7,16 @@ Pipeline (see :class:`~projects.tempme.datasets.VideoTextRetrievalDataset`)::
     dict(type='DecordDecode'),
     dict(type='Resize', scale=(-1, 224)),
     dict(type='CenterCrop', crop_size=224),
-    dict(type='CLIPTokenize', context_length=32),
+    dict(type='OpenCLIPTokenize', context_length=32),
     dict(type='PackVideoTextInputs'),
 
-mmaction2 registers a ``CLIPTokenize`` of its own (it needs the separate ``clip``
-package, tokenizes one ``results['text']`` string and fixes 77 tokens). This module
-replaces that registration with the open_clip-based one below, so that configs naming
-``CLIPTokenize`` get a tokenizer that works offline and takes ``context_length``.
+mmaction2's own ``CLIPTokenize`` needs the separate ``clip`` package, tokenizes one
+``results['text']`` string and fixes 77 tokens; ``OpenCLIPTokenize`` works offline with
+open_clip's tokenizer, takes every caption of a sample and any ``context_length``.
 """
 from functools import lru_cache
 from typing import Dict, List, Sequence, Union
 
-# Imported for its side effect: mmaction2's transforms must be registered before ours
-# overrides CLIPTokenize, or their later (lazy) import would fail on the taken name.
-import mmaction.datasets.transforms  # noqa: F401
 import numpy as np
 import torch
 from mmaction.registry import TRANSFORMS
@@ -36,8 +32,8 @@ def _clip_tokenizer() -> SimpleTokenizer:
     return SimpleTokenizer(context_length=None)
 
 
-@TRANSFORMS.register_module(force=True)
-class CLIPTokenize(BaseTransform):
+@TRANSFORMS.register_module()
+class OpenCLIPTokenize(BaseTransform):
     """Tokenize ``results['captions']`` into ``results['text']`` (LongTensor ``(n, L)``).
 
     Rows are ``[SOT, tokens..., EOT, 0...]``. A caption longer than ``context_length``
@@ -63,7 +59,7 @@ class CLIPTokenize(BaseTransform):
             captions = [captions]
         if not captions or not all(isinstance(c, str) for c in captions):
             raise TypeError(
-                f"CLIPTokenize needs results['captions'] as a non-empty list of str, "
+                f"OpenCLIPTokenize needs results['captions'] as a non-empty list of str, "
                 f'got {captions!r}')
         tokenizer = _clip_tokenizer()
         for caption in captions:
@@ -76,7 +72,7 @@ class CLIPTokenize(BaseTransform):
         self.num_truncated += 1
         if self.num_truncated == 1:
             MMLogger.get_current_instance().warning(
-                f'CLIPTokenize: caption longer than {self.context_length} tokens is '
+                f'OpenCLIPTokenize: caption longer than {self.context_length} tokens is '
                 f'truncated (further truncations are only counted): {caption!r}')
 
     def __repr__(self) -> str:
@@ -101,7 +97,7 @@ class PackVideoTextInputs(BaseTransform):
             raise KeyError("PackVideoTextInputs needs results['imgs'] (decoded frames)")
         if 'text' not in results:
             raise KeyError(
-                "PackVideoTextInputs needs results['text']; put CLIPTokenize before it")
+                "PackVideoTextInputs needs results['text']; put OpenCLIPTokenize before it")
         video = self._frames_to_tensor(results['imgs'])
         text = results['text']
         if not isinstance(text, torch.Tensor) or text.dtype != torch.long or text.ndim != 2:
@@ -128,4 +124,4 @@ class PackVideoTextInputs(BaseTransform):
 
 def tokenize_captions(captions: Sequence[str], context_length: int = 32) -> torch.Tensor:
     """Tokenize captions outside a pipeline (demos, tools) exactly as training does."""
-    return CLIPTokenize(context_length)(dict(captions=list(captions)))['text']
+    return OpenCLIPTokenize(context_length)(dict(captions=list(captions)))['text']

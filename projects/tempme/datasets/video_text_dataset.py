@@ -13,7 +13,7 @@ Pipeline (the one the configs use; sizes are CLIP's)::
         dict(type='DecordDecode'),
         dict(type='Resize', scale=(-1, 224)),
         dict(type='CenterCrop', crop_size=224),
-        dict(type='CLIPTokenize', context_length=32),
+        dict(type='OpenCLIPTokenize', context_length=32),
         dict(type='PackVideoTextInputs'),
     ]
     # evaluation: the same with dict(type='UniformSample', clip_len=12, num_clips=1,

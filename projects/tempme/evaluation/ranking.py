@@ -1,0 +1,223 @@
+"""Ranking metrics for text-video retrieval, on a caption x video similarity matrix.
+
+Pure tensor functions (no mmengine), so they can be tested and reused alone.
+
+Conventions
+-----------
+* ``sim[c, v]`` is the score of caption ``c`` against video ``v``; higher is better.
+* Ranks are 1-based. Ties are broken *against* the model: every competitor whose
+  score is greater than or equal to the ground truth's is ranked above it. A model
+  that outputs a constant matrix therefore gets the worst possible rank, never a
+  perfect recall.
+* The matrix is processed in blocks of rows, so only a bounded boolean mask exists
+  beside ``sim`` at any time (60k x 10k fits in the memory of the matrix itself).
+"""
+from typing import Dict, Optional
+
+import torch
+from torch import Tensor
+
+__all__ = ['retrieval_metrics', 'recall_from_ranks', 'dual_softmax']
+
+RECALL_AT = (1, 5, 10)
+
+# Upper bound on the number of elements of the temporary masks built per block.
+_BLOCK_ELEMENTS = 1 << 22
+
+
+def recall_from_ranks(ranks: Tensor, prefix: str) -> Dict[str, float]:
+    """Turn 1-based ranks into ``{prefix}_R1/_R5/_R10`` (percent), ``_MdR`` and ``_MnR``.
+
+    The median of an even number of ranks is the mean of the two middle ones (the
+    usual ``numpy.median`` convention of retrieval papers).
+    """
+    if ranks.numel() == 0:
+        raise ValueError(f'{prefix}: no ranks to summarise')
+    ranks = ranks.reshape(-1).to(torch.float64)
+    out = {f'{prefix}_R{k}': float((ranks <= k).to(torch.float64).mean() * 100.0)
+           for k in RECALL_AT}
+    ordered = ranks.sort().values
+    n = ordered.numel()
+    median = (ordered[(n - 1) // 2] + ordered[n // 2]) / 2.0
+    out[f'{prefix}_MdR'] = float(median)
+    out[f'{prefix}_MnR'] = float(ranks.mean())
+    return out
+
+
+def _rows_per_block(num_cols: int, block_rows: Optional[int]) -> int:
+    if block_rows is not None:
+        if block_rows < 1:
+            raise ValueError(f'block_rows must be >= 1, got {block_rows}')
+        return block_rows
+    return max(1, _BLOCK_ELEMENTS // max(num_cols, 1))
+
+
+def _check_finite(sim: Tensor, rows: int) -> None:
+    """Reject NaN/inf: comparisons with NaN are always false and would fake good ranks."""
+    if not sim.is_floating_point():
+        return
+    num_nan = 0
+    num_inf = 0
+    for start in range(0, sim.shape[0], rows):
+        block = sim[start:start + rows]
+        num_nan += int(torch.isnan(block).sum())
+        num_inf += int(torch.isinf(block).sum())
+    if num_nan or num_inf:
+        raise ValueError(
+            f'similarity matrix has non-finite values: {num_nan} NaN and {num_inf} inf '
+            f'out of {sim.numel()}')
+
+
+def _validate(sim: Tensor, caption_to_video: Tensor) -> Tensor:
+    if sim.dim() != 2:
+        raise ValueError(
+            f'sim must be 2-D [num_captions, num_videos], got shape {tuple(sim.shape)}')
+    if sim.numel() == 0:
+        raise ValueError(f'empty similarity matrix of shape {tuple(sim.shape)}')
+    if caption_to_video.dim() != 1 or caption_to_video.numel() != sim.shape[0]:
+        raise ValueError(
+            f'caption_to_video must have shape ({sim.shape[0]},) to match sim of shape '
+            f'{tuple(sim.shape)}, got {tuple(caption_to_video.shape)}')
+    if caption_to_video.is_floating_point() or caption_to_video.dtype == torch.bool:
+        raise ValueError(
+            f'caption_to_video must hold integer indices, got {caption_to_video.dtype}')
+    caption_to_video = caption_to_video.to(device=sim.device, dtype=torch.long)
+    low, high = int(caption_to_video.min()), int(caption_to_video.max())
+    if low < 0 or high >= sim.shape[1]:
+        raise ValueError(
+            f'caption_to_video must lie in [0, {sim.shape[1] - 1}] (num_videos = '
+            f'{sim.shape[1]}), got values in [{low}, {high}]')
+    return caption_to_video
+
+
+def _caption_indices(captions: Tensor, num_captions: int, device: torch.device) -> Tensor:
+    captions = torch.as_tensor(captions, device=device)
+    if captions.dtype == torch.bool:
+        if captions.dim() != 1 or captions.numel() != num_captions:
+            raise ValueError(
+                f'a boolean captions mask must have shape ({num_captions},), '
+                f'got {tuple(captions.shape)}')
+        index = captions.nonzero().reshape(-1)
+    else:
+        if captions.is_floating_point():
+            raise ValueError(f'captions must be a bool mask or indices, got {captions.dtype}')
+        index = captions.reshape(-1).long()
+        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= num_captions):
+            raise ValueError(
+                f'captions indices must lie in [0, {num_captions - 1}], got values in '
+                f'[{int(index.min())}, {int(index.max())}]')
+    if index.numel() == 0:
+        raise ValueError('the captions subset selects no caption')
+    return index
+
+
+def _t2v_ranks(sim: Tensor, caption_to_video: Tensor, index: Optional[Tensor],
+               rows: int) -> Tensor:
+    """Rank of each caption's video: 1 + number of other videos scoring >= it.
+
+    Counting ``sim[c] >= gt[c]`` over all videos includes the ground truth itself
+    exactly once, which supplies the ``1 +``.
+    """
+    num_rows = sim.shape[0] if index is None else index.numel()
+    ranks = []
+    for start in range(0, num_rows, rows):
+        if index is None:
+            block = sim[start:start + rows]
+            target = caption_to_video[start:start + rows]
+        else:
+            picked = index[start:start + rows]
+            block = sim.index_select(0, picked)
+            target = caption_to_video.index_select(0, picked)
+        gt = block.gather(1, target[:, None])
+        ranks.append((block >= gt).sum(dim=1))
+    return torch.cat(ranks)
+
+
+def _v2t_ranks(sim: Tensor, caption_to_video: Tensor, rows: int) -> Tensor:
+    """Rank of each video's best ground-truth caption among the non-ground-truth ones.
+
+    With ``m_v`` the best ground-truth score of video ``v``, the rank is
+    ``1 + #{non-GT c : sim[c, v] >= m_v}``. Counting over the whole column and
+    subtracting the ground-truth captions that reach ``m_v`` (those tied at the
+    maximum, at least one) gives the same number without masking the matrix.
+    Videos without captions are left out.
+    """
+    num_videos = sim.shape[1]
+    gt_scores = sim.gather(1, caption_to_video[:, None]).reshape(-1)
+    best = torch.full((num_videos,), float('-inf'), dtype=sim.dtype, device=sim.device)
+    best = best.scatter_reduce(0, caption_to_video, gt_scores, reduce='amax')
+    at_or_above = torch.zeros(num_videos, dtype=torch.long, device=sim.device)
+    for start in range(0, sim.shape[0], rows):
+        at_or_above += (sim[start:start + rows] >= best[None, :]).sum(dim=0)
+    gt_at_best = torch.zeros(num_videos, dtype=torch.long, device=sim.device)
+    gt_at_best.index_add_(0, caption_to_video,
+                          (gt_scores >= best[caption_to_video]).long())
+    has_caption = torch.bincount(caption_to_video, minlength=num_videos) > 0
+    return (1 + at_or_above - gt_at_best)[has_caption]
+
+
+def retrieval_metrics(sim: Tensor,
+                      caption_to_video: Tensor,
+                      captions: Optional[Tensor] = None,
+                      *,
+                      block_rows: Optional[int] = None) -> Dict[str, float]:
+    """Text-to-video and video-to-text R@1/5/10 (percent), MdR, MnR and R_sum.
+
+    Args:
+        sim: ``[num_captions, num_videos]`` scores, higher is better.
+        caption_to_video: ``[num_captions]`` index of the ground-truth video of
+            each caption. A video may have any number of captions, including none.
+        captions: optional subset of captions (bool mask over captions or caption
+            indices). It restricts only the text-to-video side, e.g. to report a
+            class of captions on their own; every video stays a candidate. The
+            video-to-text side always uses the full matrix, because a video's
+            ranking of captions is defined against all captions.
+        block_rows: rows per processing block; by default chosen so that the
+            temporary masks hold about 4M elements.
+
+    Returns:
+        ``t2v_R1, t2v_R5, t2v_R10, t2v_MdR, t2v_MnR``, the same five with ``v2t_``,
+        and ``R_sum`` (sum of the six recalls). Ties count against the model
+        (see module docstring); in video-to-text the other ground-truth captions of
+        a video do not compete with its best one.
+
+    Raises:
+        ValueError: empty matrix, shape mismatch, out-of-range video index,
+            non-finite scores, or an empty captions subset.
+    """
+    caption_to_video = _validate(sim, caption_to_video)
+    if not sim.is_floating_point():
+        sim = sim.float()
+    rows = _rows_per_block(sim.shape[1], block_rows)
+    _check_finite(sim, rows)
+    index = None
+    if captions is not None:
+        index = _caption_indices(captions, sim.shape[0], sim.device)
+
+    metrics = recall_from_ranks(_t2v_ranks(sim, caption_to_video, index, rows), 't2v')
+    metrics.update(recall_from_ranks(_v2t_ranks(sim, caption_to_video, rows), 'v2t'))
+    metrics['R_sum'] = sum(metrics[f'{side}_R{k}'] for side in ('t2v', 'v2t')
+                           for k in RECALL_AT)
+    return metrics
+
+
+def dual_softmax(sim: Tensor, temperature: float = 100.0) -> Tensor:
+    """Dual-softmax (DSL) re-ranking of a ``[num_captions, num_videos]`` matrix.
+
+    ``out[c, v] = sim[c, v] * softmax_c(temperature * sim[:, v])``: each score is
+    weighted by how strongly caption ``c`` stands out among all captions for video
+    ``v``. A "hub" video that scores high against many captions spreads its prior
+    over them and drops in every caption's ranking, which helps text-to-video.
+    The result has the shape and dtype of ``sim`` (computed in at least float32).
+    Note that it uses the whole test set's captions at once (a transductive prior).
+    """
+    if sim.dim() != 2 or sim.numel() == 0:
+        raise ValueError(
+            f'dual_softmax needs a non-empty 2-D matrix, got shape {tuple(sim.shape)}')
+    if not (temperature > 0 and temperature < float('inf')):
+        raise ValueError(f'temperature must be positive and finite, got {temperature}')
+    work_dtype = torch.promote_types(sim.dtype, torch.float32)
+    scores = sim.to(work_dtype)
+    prior = torch.softmax(scores * temperature, dim=0)
+    out_dtype = sim.dtype if sim.is_floating_point() else work_dtype
+    return (scores * prior).to(out_dtype)

@@ -1,0 +1,169 @@
+"""mmengine metric for text-video retrieval: gathers per-video features, ranks them.
+
+Input contract (from the retriever's ``predict``): every data sample, a dict or a
+``BaseDataElement``/``ActionDataSample``, carries
+
+* ``video_feat``: ``Tensor[D]``, the video feature;
+* ``text_feats``: ``Tensor[n_i, D]``, the features of all ``n_i >= 0`` captions of
+  that video;
+* ``video_index``: ``int``, the dataset index of the video.
+
+Keeping the captions with their video makes the caption -> video index implicit and
+survives any sharding of the split across ranks.
+"""
+import json
+import os
+import os.path as osp
+import tempfile
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from mmengine.evaluator import BaseMetric
+from mmengine.logging import MMLogger
+
+from mmaction.registry import METRICS
+
+from .ranking import RECALL_AT, dual_softmax, retrieval_metrics
+
+_REQUIRED = ('video_feat', 'text_feats', 'video_index')
+
+
+def _field(sample: Any, name: str) -> Any:
+    """Read ``name`` from a dict or a data element (``None`` when absent)."""
+    if isinstance(sample, dict):
+        return sample.get(name)
+    return getattr(sample, name, None)
+
+
+def _atomic_write(path: str, write: Callable[[str], None]) -> None:
+    """Write through a temporary file in the same folder, then rename over ``path``.
+
+    A reader never sees a half-written file, even if the job dies mid-write.
+    """
+    path = osp.abspath(path)
+    folder = osp.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'.{osp.basename(path)}.', suffix='.tmp')
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def format_metrics(metrics: Dict[str, float], prefix: str = '') -> str:
+    """One-line table: ``t2v R@1 .. MdR .. MnR .. | v2t ... | R_sum ..``."""
+    parts = []
+    for side in ('t2v', 'v2t'):
+        cells = [f'R@{k} {metrics[f"{prefix}{side}_R{k}"]:.1f}' for k in RECALL_AT]
+        cells.append(f'MdR {metrics[f"{prefix}{side}_MdR"]:.1f}')
+        cells.append(f'MnR {metrics[f"{prefix}{side}_MnR"]:.1f}')
+        parts.append(f'{side} ' + ' '.join(cells))
+    parts.append(f'R_sum {metrics[f"{prefix}R_sum"]:.1f}')
+    return ' | '.join(parts)
+
+
+# mmaction2 already registers a different ``RetrievalMetric`` (mmaction.evaluation), so
+# this one is registered under its own name: ``dict(type='TempMeRetrievalMetric')``.
+@METRICS.register_module(name='TempMeRetrievalMetric')
+class RetrievalMetric(BaseMetric):
+    """Text-to-video and video-to-text recall, median and mean rank, R_sum.
+
+    Registered as ``TempMeRetrievalMetric``; ``type='RetrievalMetric'`` would build
+    mmaction2's own metric, which expects a different input.
+
+    Args:
+        dsl: also report the metrics of the dual-softmax re-ranked matrix under
+            ``dsl_``-prefixed keys (see :func:`~.ranking.dual_softmax`).
+        dsl_temperature: temperature of the dual softmax.
+        out_file: if given, the metrics dict is written there as JSON.
+        dump_sim: if given, ``{'sim': Tensor, 'caption_to_video': Tensor}`` is
+            saved there with ``torch.save`` (for offline analysis).
+        collect_device, prefix, collect_dir: see ``mmengine.evaluator.BaseMetric``.
+    """
+
+    default_prefix: Optional[str] = 'retrieval'
+
+    def __init__(self,
+                 dsl: bool = False,
+                 dsl_temperature: float = 100.0,
+                 out_file: Optional[str] = None,
+                 dump_sim: Optional[str] = None,
+                 collect_device: str = 'cpu',
+                 prefix: Optional[str] = None,
+                 collect_dir: Optional[str] = None) -> None:
+        super().__init__(collect_device=collect_device, prefix=prefix,
+                         collect_dir=collect_dir)
+        self.dsl = dsl
+        self.dsl_temperature = dsl_temperature
+        self.out_file = out_file
+        self.dump_sim = dump_sim
+
+    def process(self, data_batch: Any, data_samples: Sequence[Any]) -> None:
+        """Keep each video's features on the CPU in float32, keyed by its index."""
+        for sample in data_samples:
+            values = {name: _field(sample, name) for name in _REQUIRED}
+            missing = [name for name, value in values.items() if value is None]
+            if missing:
+                raise KeyError(
+                    f'RetrievalMetric needs {list(_REQUIRED)} in every data sample; '
+                    f'missing {missing}')
+            video = torch.as_tensor(values['video_feat']).detach().float().cpu()
+            video = video.reshape(-1)
+            texts = torch.as_tensor(values['text_feats']).detach().float().cpu()
+            if texts.numel() == 0:
+                texts = texts.new_zeros((0, video.numel()))
+            if texts.dim() == 1:
+                texts = texts[None]
+            if texts.dim() != 2 or texts.shape[1] != video.numel():
+                raise ValueError(
+                    f'text_feats must have shape (n, {video.numel()}) to match video_feat, '
+                    f'got {tuple(texts.shape)}')
+            self.results.append(dict(video_index=int(values['video_index']),
+                                     video_feat=video, text_feats=texts))
+
+    def compute_metrics(self, results: List[Dict[str, Any]]) -> Dict[str, float]:
+        """Order videos by dataset index, drop padding duplicates, rank, report."""
+        if not results:
+            raise ValueError('no videos were evaluated (empty split?)')
+        by_index: Dict[int, Dict[str, Any]] = {}
+        for item in results:
+            # The distributed sampler pads the last batch by repeating samples.
+            by_index.setdefault(int(item['video_index']), item)
+        items = [by_index[i] for i in sorted(by_index)]
+
+        videos = torch.stack([item['video_feat'].float() for item in items])
+        texts = torch.cat([item['text_feats'].float() for item in items])
+        counts = torch.tensor([item['text_feats'].shape[0] for item in items])
+        if texts.shape[0] == 0:
+            raise ValueError(f'{len(items)} videos were evaluated but none has a caption')
+        caption_to_video = torch.repeat_interleave(torch.arange(len(items)), counts)
+        sim = F.normalize(texts, dim=-1) @ F.normalize(videos, dim=-1).T
+
+        metrics = retrieval_metrics(sim, caption_to_video)
+        logger = MMLogger.get_current_instance()
+        logger.info(f'retrieval ({len(items)} videos, {texts.shape[0]} captions): '
+                    f'{format_metrics(metrics)}')
+        if self.dsl:
+            dsl_metrics = retrieval_metrics(
+                dual_softmax(sim, self.dsl_temperature), caption_to_video)
+            dsl_metrics = {f'dsl_{key}': value for key, value in dsl_metrics.items()}
+            logger.info(f'retrieval with DSL: {format_metrics(dsl_metrics, "dsl_")}')
+            metrics.update(dsl_metrics)
+
+        if self.out_file:
+            text = json.dumps(metrics, indent=2)
+
+            def write_json(path: str) -> None:
+                with open(path, 'w') as f:
+                    f.write(text + '\n')
+
+            _atomic_write(self.out_file, write_json)
+        if self.dump_sim:
+            payload = {'sim': sim, 'caption_to_video': caption_to_video}
+            _atomic_write(self.dump_sim, lambda path: torch.save(payload, path))
+        return metrics
