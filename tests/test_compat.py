@@ -1,0 +1,445 @@
+"""Tests for the upstream fixes in projects.tempme.compat."""
+import importlib
+import importlib.metadata
+import pickle
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.logging.history_buffer import HistoryBuffer
+from mmengine.model import BaseModel
+from mmengine.runner import Runner, load_checkpoint
+from torch.utils.data import Dataset
+
+import projects.tempme  # noqa: F401  (applies the fixes)
+from projects.tempme import compat
+
+# ---------------------------------------------------------------------------------------------
+# mmaction imports
+# ---------------------------------------------------------------------------------------------
+
+
+def test_import_mmaction_models_after_projects_tempme():
+    models = importlib.import_module('mmaction.models')
+    assert isinstance(models.Recognizer3D, type)
+    assert compat.DRN_PACKAGE in sys.modules
+
+
+def test_register_all_modules():
+    from mmaction.registry import MODELS
+    from mmaction.utils import register_all_modules
+    from mmengine.registry import DefaultScope
+
+    register_all_modules()
+    assert DefaultScope.get_current_instance().scope_name == 'mmaction'
+    assert isinstance(MODELS.get('Recognizer3D'), type)
+    # With transformers installed mmaction registers the real VindLU models, not placeholders.
+    assert isinstance(MODELS.get('VindLURetrieval'), type)
+
+
+def test_apply_fixes_is_idempotent():
+    assert compat.apply_fixes() == {
+        'importlib_metadata': False,
+        'drn': False,
+        'transformers_vindlu': [],
+        'safe_checkpoint_globals': False,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# importlib_metadata
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_dependency_module(monkeypatch):
+    """Forget mmaction.utils.dependency for one test; the original comes back afterwards."""
+    import mmaction.utils
+    original = sys.modules[compat.MMACTION_DEPENDENCY_MODULE]
+    monkeypatch.delitem(sys.modules, compat.MMACTION_DEPENDENCY_MODULE)
+    monkeypatch.setattr(mmaction.utils, 'dependency', original)
+    return original
+
+
+def test_importlib_metadata_fix_uses_stdlib(monkeypatch, fresh_dependency_module):
+    previous = sys.modules.get('importlib_metadata')
+    real_available = compat._module_available
+    monkeypatch.setattr(compat, '_module_available',
+                        lambda name: name != 'importlib_metadata' and real_available(name))
+
+    assert compat.fix_importlib_metadata_for_mmaction() is True
+    dependency = sys.modules[compat.MMACTION_DEPENDENCY_MODULE]
+    assert dependency is not fresh_dependency_module
+    assert dependency.distribution is importlib.metadata.distribution
+    assert dependency.PackageNotFoundError is importlib.metadata.PackageNotFoundError
+    assert dependency.WITH_MULTIMODAL
+    # The alias does not outlive the import.
+    assert sys.modules.get('importlib_metadata') is previous
+
+
+def test_importlib_metadata_fix_skipped_when_backport_installed(monkeypatch,
+                                                                fresh_dependency_module):
+    monkeypatch.setattr(compat, '_module_available', lambda name: True)
+    assert compat.fix_importlib_metadata_for_mmaction() is False
+    assert compat.MMACTION_DEPENDENCY_MODULE not in sys.modules
+
+
+def test_importlib_metadata_detection(tmp_path):
+    utils = tmp_path / 'utils'
+    utils.mkdir()
+    (utils / 'dependency.py').write_text('from importlib_metadata import distribution\n')
+    assert compat._mmaction_needs_importlib_metadata([str(tmp_path)])
+    (utils / 'dependency.py').write_text('from importlib.metadata import distribution\n')
+    assert not compat._mmaction_needs_importlib_metadata([str(tmp_path)])
+    assert not compat._mmaction_needs_importlib_metadata([])
+
+
+# ---------------------------------------------------------------------------------------------
+# DRN
+# ---------------------------------------------------------------------------------------------
+
+
+def test_drn_stand_in_raises_a_clear_error():
+    from mmaction.models.localizers import DRN
+    from mmaction.registry import MODELS
+
+    with pytest.raises(ImportError, match='issues/2714'):
+        DRN(vocab_size=10)
+    with pytest.raises(ImportError, match='DRN is not available'):
+        MODELS.build(dict(type='DRN'))
+
+
+def _fake_mmaction(root, with_drn, imports_drn=True):
+    localizers = root / 'models' / 'localizers'
+    localizers.mkdir(parents=True)
+    line = 'from .drn.drn import DRN\n' if imports_drn else 'from .bmn import BMN\n'
+    (localizers / '__init__.py').write_text(line)
+    if with_drn:
+        (localizers / 'drn').mkdir()
+        (localizers / 'drn' / '__init__.py').write_text('')
+    return str(root)
+
+
+def test_drn_detection(tmp_path):
+    assert compat._upstream_drn_missing([_fake_mmaction(tmp_path / 'a', with_drn=False)])
+    assert not compat._upstream_drn_missing([_fake_mmaction(tmp_path / 'b', with_drn=True)])
+    assert not compat._upstream_drn_missing(
+        [_fake_mmaction(tmp_path / 'c', with_drn=False, imports_drn=False)])
+    assert not compat._upstream_drn_missing([])
+    # The installed wheel has the problem this fix exists for.
+    assert compat._upstream_drn_missing(compat._mmaction_dirs())
+
+
+@pytest.fixture
+def no_drn_modules(monkeypatch):
+    for name in (compat.DRN_PACKAGE, f'{compat.DRN_PACKAGE}.drn'):
+        monkeypatch.delitem(sys.modules, name)
+
+
+def test_drn_fix_installs_stand_in_when_missing(no_drn_modules):
+    assert compat.fix_missing_drn() is True
+    module = importlib.import_module(f'{compat.DRN_PACKAGE}.drn')
+    assert module.DRN is compat.MissingDRN
+    assert compat.fix_missing_drn() is False
+
+
+def test_drn_fix_skipped_when_real_package_exists(monkeypatch, tmp_path, no_drn_modules):
+    root = _fake_mmaction(tmp_path, with_drn=True)
+    monkeypatch.setattr(compat, '_mmaction_dirs', lambda: [root])
+    assert compat.fix_missing_drn() is False
+    assert compat.DRN_PACKAGE not in sys.modules
+
+
+# ---------------------------------------------------------------------------------------------
+# VindLU / transformers
+# ---------------------------------------------------------------------------------------------
+
+
+def test_vindlu_imports_and_uses_provided_helpers():
+    vindlu = importlib.import_module('mmaction.models.multimodal.vindlu')
+    assert isinstance(vindlu.VindLURetrieval, type)
+    from mmaction.models.multimodal.vindlu import modeling_bert
+    from transformers import BertConfig, pytorch_utils
+    assert modeling_bert.apply_chunking_to_forward is pytorch_utils.apply_chunking_to_forward
+    assert modeling_bert.prune_linear_layer is pytorch_utils.prune_linear_layer
+
+    torch.manual_seed(0)
+    config = BertConfig(hidden_size=8, num_attention_heads=4, intermediate_size=16,
+                        num_hidden_layers=1, vocab_size=10, fusion_layer=1)
+    attention = modeling_bert.BertAttention(config)
+    query = attention.self.query.weight.detach().clone()
+    attention.prune_heads([1])
+    attention.prune_heads([1, 3])  # head 1 is already gone; only head 3 is pruned now
+    assert attention.pruned_heads == {1, 3}
+    assert torch.equal(attention.self.query.weight, query[[0, 1, 4, 5]])
+    x = torch.randn(2, 3, 8)
+    assert attention(x)[0].shape == (2, 3, 8)
+
+    config.chunk_size_feed_forward = 1
+    chunked = modeling_bert.BertLayer(config, 0).eval()
+    config.chunk_size_feed_forward = 0
+    whole = modeling_bert.BertLayer(config, 0).eval()
+    whole.load_state_dict(chunked.state_dict())
+    torch.testing.assert_close(chunked(x)[0], whole(x)[0])
+
+
+def test_find_pruneable_heads_and_indices():
+    heads, index = compat._find_pruneable_heads_and_indices([1], 3, 2, set())
+    assert heads == {1}
+    assert index.tolist() == [0, 1, 4, 5]
+    # Heads 0 and 2 of 4 are gone; pruning original head 3 removes the second remaining head.
+    heads, index = compat._find_pruneable_heads_and_indices([0, 3], 2, 2, {0, 2})
+    assert heads == {3}
+    assert index.tolist() == [0, 1]
+    assert index.dtype == torch.long
+
+
+def test_transformers_fix_skipped_when_names_exist():
+    modeling_utils = importlib.import_module('transformers.modeling_utils')
+    before = {n: getattr(modeling_utils, n) for n in compat.VINDLU_MODELING_UTILS_NAMES}
+    assert compat.fix_transformers_for_vindlu() == []
+    assert {n: getattr(modeling_utils, n) for n in before} == before
+
+
+def test_transformers_fix_prefers_transformers_own_helpers(monkeypatch):
+    modeling_utils = importlib.import_module('transformers.modeling_utils')
+    pytorch_utils = importlib.import_module('transformers.pytorch_utils')
+    monkeypatch.delattr(modeling_utils, 'apply_chunking_to_forward')
+    monkeypatch.delattr(modeling_utils, 'find_pruneable_heads_and_indices')
+    assert compat.fix_transformers_for_vindlu() == [
+        'apply_chunking_to_forward', 'find_pruneable_heads_and_indices'
+    ]
+    assert modeling_utils.apply_chunking_to_forward is pytorch_utils.apply_chunking_to_forward
+    assert (modeling_utils.find_pruneable_heads_and_indices
+            is compat._find_pruneable_heads_and_indices)
+
+
+def test_transformers_fix_skipped_without_transformers(monkeypatch):
+    modeling_utils = importlib.import_module('transformers.modeling_utils')
+    monkeypatch.delattr(modeling_utils, 'apply_chunking_to_forward')
+    monkeypatch.setattr(compat, '_module_available', lambda name: name != 'transformers')
+    assert compat.fix_transformers_for_vindlu() == []
+    assert not hasattr(modeling_utils, 'apply_chunking_to_forward')
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------
+
+
+class ToyModel(BaseModel):
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(2, 1)
+
+    def forward(self, inputs, labels=None, mode='tensor'):
+        out = self.linear(inputs).squeeze(-1)
+        if mode == 'loss':
+            return {'loss': ((out - labels)**2).mean()}
+        return out
+
+
+class ToyDataset(Dataset):
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        return dict(inputs=torch.full((2, ), float(i)), labels=torch.tensor(float(i)))
+
+
+def _toy_runner(work_dir, name, max_iters, **kwargs):
+    return Runner(
+        model=ToyModel(),
+        work_dir=str(work_dir),
+        experiment_name=name,
+        default_scope='mmengine',
+        train_dataloader=dict(
+            dataset=ToyDataset(),
+            batch_size=2,
+            sampler=dict(type='DefaultSampler', shuffle=True),
+            collate_fn=dict(type='default_collate')),
+        optim_wrapper=dict(
+            optimizer=dict(type='AdamW', lr=0.01, weight_decay=0.2),
+            clip_grad=dict(max_norm=1.0)),
+        param_scheduler=[
+            dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=1),
+            dict(type='CosineAnnealingLR', by_epoch=False, begin=1, end=3),
+        ],
+        train_cfg=dict(by_epoch=False, max_iters=max_iters, val_interval=100),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False)),
+        randomness=dict(seed=0),
+        log_level='WARNING',
+        **kwargs)
+
+
+@pytest.fixture(scope='module')
+def runner_checkpoint(tmp_path_factory):
+    work_dir = tmp_path_factory.mktemp('toy_run')
+    _toy_runner(work_dir, f'compat_{work_dir.name}', max_iters=2).train()
+    return work_dir / 'iter_2.pth'
+
+
+@pytest.fixture
+def without_project_globals():
+    """Run a test with SAFE_CHECKPOINT_GLOBALS unregistered; restore the registry afterwards."""
+    serialization = torch.serialization
+    add, clear = serialization.add_safe_globals, serialization.clear_safe_globals
+    saved = serialization.get_safe_globals()
+    clear()
+    add([g for g in saved if g not in compat.SAFE_CHECKPOINT_GLOBALS])
+    yield
+    clear()
+    add(saved)
+
+
+def test_runner_checkpoint_needs_the_allow_list(runner_checkpoint, without_project_globals):
+    unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(runner_checkpoint))
+    assert 'mmengine.logging.history_buffer.HistoryBuffer' in unsafe
+    with pytest.raises(pickle.UnpicklingError, match='HistoryBuffer'):
+        torch.load(runner_checkpoint)
+
+
+def test_runner_resumes_under_default_weights_only_load(runner_checkpoint, tmp_path):
+    checkpoint = torch.load(runner_checkpoint)  # torch's default: weights_only=True
+    assert len(checkpoint['message_hub']['log_scalars']['train/loss']._log_history) == 2
+    assert set(load_checkpoint(ToyModel(), str(runner_checkpoint))) >= {'meta', 'state_dict'}
+
+    runner = _toy_runner(tmp_path, f'compat_resume_{tmp_path.name}', max_iters=3,
+                         load_from=str(runner_checkpoint), resume=True)
+    runner.train()
+    assert runner.iter == 3
+    # Two losses restored from the checkpoint's message hub plus the one just logged.
+    assert len(runner.message_hub.get_scalar('train/loss').data[0]) == 3
+
+
+def test_safe_load_checkpoint_without_global_registration(runner_checkpoint,
+                                                          without_project_globals):
+    before = torch.serialization.get_safe_globals()
+    checkpoint = compat.safe_load_checkpoint(runner_checkpoint)
+    assert checkpoint['meta']['iter'] == 2
+    assert isinstance(checkpoint['message_hub']['log_scalars']['train/loss'], HistoryBuffer)
+    assert checkpoint['message_hub']['log_scalars']['train/loss'].mean() > 0
+    assert sorted(map(repr, torch.serialization.get_safe_globals())) == sorted(
+        map(repr, before))
+
+
+def test_safe_load_checkpoint_keeps_global_registration(runner_checkpoint):
+    assert HistoryBuffer in torch.serialization.get_safe_globals()
+    compat.safe_load_checkpoint(runner_checkpoint)
+    registered = torch.serialization.get_safe_globals()
+    assert all(entry in registered for entry in compat.SAFE_CHECKPOINT_GLOBALS)
+
+
+def test_safe_load_checkpoint_reads_numpy1_names(tmp_path):
+    path = tmp_path / 'numpy1.pth'
+    torch.save({'eta': np.float64(1.5), 'counts': np.arange(3)}, path,
+               _use_new_zipfile_serialization=False)
+    data = path.read_bytes()
+    assert b'numpy._core.multiarray' in data
+    # Protocol 2 names globals as text lines: rewrite them as numpy 1.x wrote them.
+    path.write_bytes(data.replace(b'numpy._core.multiarray', b'numpy.core.multiarray'))
+    loaded = compat.safe_load_checkpoint(path)
+    assert loaded['eta'] == 1.5
+    assert loaded['counts'].tolist() == [0, 1, 2]
+
+
+class _WriteMarker:
+    """Pickles into a call that creates a file: what a malicious checkpoint would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f'open({self.marker!r}, "w").close()', )
+
+
+class _StealAttribute:
+    """Pickles into getattr on an allow-listed class, outside the statistics it may reach."""
+
+    def __reduce__(self):
+        return getattr, (HistoryBuffer, 'register_statistics')
+
+
+def test_malicious_checkpoint_is_refused(tmp_path):
+    marker = tmp_path / 'pwned'
+    path = tmp_path / 'evil.pth'
+    torch.save({'state_dict': {}, 'meta': _WriteMarker(marker)}, path)
+
+    with pytest.raises(compat.CheckpointLoadError, match='evil.pth'):
+        compat.safe_load_checkpoint(path)
+    assert not marker.exists()
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path)
+    assert not marker.exists()
+
+    # Control: the payload is live when unrestricted unpickling is used.
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+def test_getattr_stand_in_only_reaches_statistics(tmp_path):
+    assert compat._history_buffer_statistic(HistoryBuffer, 'mean') is HistoryBuffer.mean
+    path = tmp_path / 'getattr.pth'
+    torch.save({'meta': _StealAttribute()}, path)
+    with pytest.raises(compat.CheckpointLoadError, match='register_statistics'):
+        compat.safe_load_checkpoint(path)
+    with pytest.raises(pickle.UnpicklingError):
+        compat._history_buffer_statistic(np.ndarray, 'mean')
+
+
+def test_safe_load_checkpoint_names_missing_file(tmp_path):
+    with pytest.raises(compat.CheckpointLoadError, match='missing.pth'):
+        compat.safe_load_checkpoint(tmp_path / 'missing.pth')
+
+
+def test_weights_only_probe(monkeypatch):
+    assert compat._torch_load_defaults_to_weights_only() is True
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+    assert compat._torch_load_defaults_to_weights_only() is False
+
+
+def test_registration_adds_the_allow_list(without_project_globals):
+    assert compat.register_safe_checkpoint_globals() is True
+    registered = torch.serialization.get_safe_globals()
+    assert all(entry in registered for entry in compat.SAFE_CHECKPOINT_GLOBALS)
+    assert compat.register_safe_checkpoint_globals() is False
+
+
+def test_registration_skipped_when_load_is_unrestricted(monkeypatch, without_project_globals):
+    monkeypatch.setattr(compat, '_torch_load_defaults_to_weights_only', lambda: False)
+    assert compat.register_safe_checkpoint_globals() is False
+    assert HistoryBuffer not in torch.serialization.get_safe_globals()
+
+
+def test_registration_skipped_on_torch_without_allow_lists(monkeypatch, without_project_globals):
+    monkeypatch.delattr(torch.serialization, 'add_safe_globals')
+    assert compat.register_safe_checkpoint_globals() is False
+    assert HistoryBuffer not in torch.serialization.get_safe_globals()
+
+
+def test_allow_list_is_explicit():
+    names = set()
+    for entry in compat.SAFE_CHECKPOINT_GLOBALS:
+        if isinstance(entry, tuple):
+            names.add(entry[1])
+        else:
+            names.add(f'{entry.__module__}.{entry.__qualname__}')
+    assert names == {
+        'mmengine.logging.history_buffer.HistoryBuffer',
+        'builtins.getattr',
+        'numpy.ndarray',
+        'numpy.dtype',
+        'numpy._core.multiarray._reconstruct',
+        'numpy.core.multiarray._reconstruct',
+        'numpy._core.multiarray.scalar',
+        'numpy.core.multiarray.scalar',
+        'numpy.dtypes.Float64DType',
+        'numpy.dtypes.Int64DType',
+        'numpy.dtypes.Float32DType',
+        'numpy.dtypes.Int32DType',
+    }
+    assert getattr not in compat.SAFE_CHECKPOINT_GLOBALS

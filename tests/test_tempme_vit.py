@@ -1,0 +1,123 @@
+"""The TempMe encoder: reference parity, schedules as configs, LoRA."""
+import glob
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmaction.registry import MODELS
+from projects.tempme.models import TempMeRetriever, build_open_clip
+from tools.analysis.check_reference import check_fixture
+
+FIXTURES = sorted(glob.glob('tests/data/reference_tempme_*.pt'))
+
+
+@pytest.mark.parametrize('fixture', FIXTURES)
+def test_matches_reference_fixture(fixture):
+    result = check_fixture(fixture, atol=1e-4)
+    assert result['shapes'] == result['ref_shapes']
+    assert result['text_diff'] <= 1e-4 and result['video_diff'] <= 1e-4
+    assert result['ok']
+
+
+def test_check_reference_cli_fails_on_a_mismatch(tmp_path):
+    fixture = torch.load(FIXTURES[0], weights_only=True)
+    fixture['video_feat'] = fixture['video_feat'] + 1e-3
+    bad = tmp_path / 'bad.pt'
+    torch.save(fixture, bad)
+    ok = subprocess.run([sys.executable, 'tools/analysis/check_reference.py', FIXTURES[0]],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert 'MATCH' in ok.stdout
+    failed = subprocess.run([sys.executable, 'tools/analysis/check_reference.py', str(bad)],
+                            capture_output=True, text=True)
+    assert failed.returncode == 1
+    assert 'MISMATCH' in failed.stdout
+
+
+def _video(b=2, t=12, size=112, seed=0):
+    return torch.randn(b, t, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def test_plain_schedule_is_per_frame_clip(tiny_clip):
+    clip = build_open_clip(**tiny_clip).eval()
+    encoder = MODELS.build(dict(type='TempMeViT', clip=clip.visual, merge_layers=(),
+                                clips_per_merge=(), imgme_r=0)).eval()
+    video = _video()
+    with torch.no_grad():
+        ours = encoder(video)
+        frames = clip.encode_image(video.flatten(0, 1)).view(2, 12, -1)
+    torch.testing.assert_close(ours, frames, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('schedule', [
+    dict(),
+    dict(merge_layers=(), clips_per_merge=(), imgme_r=3),
+    dict(merge_layers=(2, 5, 7, 11), clips_per_merge=(2, 3, 2, 1), imgme_r=(1, 4)),
+    dict(merge_layers=(0, ), clips_per_merge=(12, ), cross_clip_ratio=0.5,
+         temporal_embedding=False, prop_attn=False),
+])
+def test_block_outputs_follow_the_schedule(tiny_clip, schedule):
+    encoder = MODELS.build(dict(type='TempMeViT', clip=tiny_clip, **schedule)).eval()
+    shapes = []
+    for block in encoder.blocks:
+        block.register_forward_hook(lambda m, i, out: shapes.append(tuple(out[0].shape)))
+    with torch.no_grad():
+        out = encoder(_video())
+    assert out.shape == (2, 12, 32)
+    assert shapes == encoder.schedule.block_output_shapes(batch=2, width=64)
+
+
+def test_temporal_embedding_changes_output_and_gets_gradients(tiny_clip):
+    encoder = MODELS.build(dict(type='TempMeViT', clip=tiny_clip))
+    video = _video(b=1)
+    before = encoder(video).detach()
+    encoder.blocks[9].temporal_embedding.data.normal_()
+    after = encoder(video)
+    assert not torch.allclose(before, after)
+    after.sum().backward()
+    assert encoder.blocks[9].temporal_embedding.grad.abs().sum() > 0
+    assert [b.temporal_embedding.shape[0] for b in encoder.blocks[8:11]] == [12, 6, 3]
+    assert all(b.temporal_embedding is None for b in encoder.blocks[:8])
+
+
+def test_wrong_frame_count_is_an_error(tiny_clip):
+    encoder = MODELS.build(dict(type='TempMeViT', clip=tiny_clip))
+    with pytest.raises(ValueError, match='8 frames'):
+        encoder(_video(t=8))
+
+
+def test_lora_parameter_count_vit_b32():
+    model = TempMeRetriever(clip=dict(arch='ViT-B-32'), video_encoder=dict(type='TempMeViT'),
+                            data_preprocessor=None)
+    counts = model.parameter_counts()
+    assert counts['trainable'] == 507_648
+    lora = sum(p.numel() for n, p in model.named_parameters() if '.lora_' in n)
+    vision_lora = sum(p.numel() for n, p in model.named_parameters()
+                      if '.lora_' in n and n.startswith('video_encoder.'))
+    assert (vision_lora, lora - vision_lora) == (294_912, 196_608)
+
+
+def test_lora_matches_reference_formulation(tiny_clip):
+    model = TempMeRetriever(clip=tiny_clip, video_encoder=dict(type='TempMeViT'),
+                            data_preprocessor=None)
+    qkv = model.video_encoder.blocks[0].attn.qkv
+    a, b = qkv.lora_A['default'].weight, qkv.lora_B['default'].weight
+    assert a.shape == (8, 64) and b.shape == (192, 8)
+    assert torch.count_nonzero(b) == 0 and a.abs().sum() > 0
+    assert qkv.scaling['default'] == 1.0
+    torch.nn.init.normal_(b)
+    x = torch.randn(3, 5, 64)
+    expected = F.linear(x, qkv.base_layer.weight, qkv.base_layer.bias) + x @ a.t() @ b.t()
+    torch.testing.assert_close(qkv(x), expected)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert all('.lora_' in n or n.endswith('temporal_embedding') for n in trainable)
+    assert any(n.startswith('text_encoder.') for n in trainable)
+
+
+def test_lora_rank_must_be_positive(tiny_clip):
+    with pytest.raises(ValueError, match='lora.rank'):
+        TempMeRetriever(clip=tiny_clip, video_encoder=dict(type='TempMeViT'),
+                        lora=dict(rank=0), data_preprocessor=None)
