@@ -258,7 +258,7 @@ def _snapshot(out):
 
 def test_same_seed_same_data_other_seed_other_data(tmp_path):
     small = ['--num-train', '3', '--num-val', '2', '--num-test', '5', '--frames', '6',
-             '--size', '48']
+             '--size', '56']
     runs = {}
     for name, seed in (('a', '7'), ('b', '7'), ('c', '8')):
         out = tmp_path / name
@@ -274,7 +274,7 @@ def test_same_seed_same_data_other_seed_other_data(tmp_path):
 def test_existing_data_is_reused_unless_forced_or_changed(tmp_path, capsys):
     out = tmp_path / 'data'
     small = ['--out', str(out), '--num-train', '3', '--num-val', '2', '--num-test', '4',
-             '--frames', '6', '--size', '48']
+             '--frames', '6', '--size', '56']
     assert cli.main(small) == 0
     marker = out / 'test.json'
     os.utime(marker, ns=(1, 1))
@@ -291,9 +291,19 @@ def test_existing_data_is_reused_unless_forced_or_changed(tmp_path, capsys):
     assert cli.main(small) == 0
     assert marker.stat().st_mtime_ns > 1 and (out / 'meta.json').is_file()
     # other arguments regenerate and drop the videos the new run does not make
-    assert cli.main(small[:-2] + ['--size', '48', '--num-train', '1']) == 0
+    assert cli.main(small[:-2] + ['--size', '56', '--num-train', '1']) == 0
     assert 'skipping' not in capsys.readouterr().out
     assert sorted(p.name for p in (out / 'videos').iterdir() if p.name.startswith('train')) == [
         'train_00000.mp4']
     meta = json.loads((out / 'meta.json').read_text())
     assert meta['config']['num_train'] == 1
+
+
+def test_bad_sizes_are_refused(tmp_path):
+    with pytest.raises(SystemExit):
+        cli.parse_args(['--size', '57'])
+    path = tmp_path / 'v.mp4'
+    syn.write_video(str(path), np.zeros((5, 64, 64, 3), np.uint8), fps=1)
+    cli.check_decodable(path, 5, 64)
+    with pytest.raises(RuntimeError, match='expected'):
+        cli.check_decodable(path, 6, 64)

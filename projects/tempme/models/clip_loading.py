@@ -89,18 +89,24 @@ def load_clip_weights(model: torch.nn.Module, path: str) -> None:
     if 'logit_scale' in state_dict:
         state_dict['logit_scale'] = state_dict['logit_scale'].reshape(model.logit_scale.shape)
     resize_pos_embed(state_dict, model)
+    for name, _ in model.named_buffers():  # e.g. the causal mask, stored by TorchScript
+        state_dict.pop(name, None)
     own = model.state_dict()
-    missing = sorted(k for k in own if k not in state_dict and k != 'attn_mask')
+    missing = sorted(k for k in own if k not in state_dict)
     unexpected = sorted(k for k in state_dict if k not in own)
     wrong = sorted(k for k in state_dict
                    if k in own and state_dict[k].shape != own[k].shape)
     if missing or unexpected or wrong:
+        shapes = [(k, tuple(state_dict[k].shape), tuple(own[k].shape)) for k in wrong]
         raise RuntimeError(
             f'CLIP weights {path!r} do not fit the configured architecture:\n'
-            f'  missing keys: {missing[:10]}{" ..." if len(missing) > 10 else ""}\n'
-            f'  unexpected keys: {unexpected[:10]}{" ..." if len(unexpected) > 10 else ""}\n'
-            f'  shape mismatches: {[(k, tuple(state_dict[k].shape), tuple(own[k].shape)) for k in wrong[:10]]}')
+            f'  missing keys: {_head(missing)}\n  unexpected keys: {_head(unexpected)}\n'
+            f'  shape mismatches (file, model): {_head(shapes)}')
     model.load_state_dict(state_dict, strict=False)
+
+
+def _head(items: list, n: int = 10) -> str:
+    return f'{items[:n]}{f" ... ({len(items)} in all)" if len(items) > n else ""}'
 
 
 def _is_torchscript(path: str) -> bool:
