@@ -72,6 +72,24 @@ def reference_model_config(args: dict, weights: Optional[str] = None) -> dict:
         lora=dict(rank=lora_dim) if lora_dim > 0 else None)
 
 
+def geometry_from_state_dict(state_dict: Dict[str, torch.Tensor]) -> dict:
+    """The model geometry keys of :func:`reference_model_config`, read off the weights."""
+    sd = {re.sub(r'^(module\.)?(clip\.)?', '', k): v for k, v in state_dict.items()}
+    width, _, patch, _ = sd['visual.conv1.weight'].shape
+    grid = round((sd['visual.positional_embedding'].shape[0] - 1) ** 0.5)
+    text_width = sd['ln_final.weight'].shape[0]
+
+    def layers(prefix: str) -> int:
+        return len({k.split('.')[len(prefix.split('.')) - 1] for k in sd if k.startswith(prefix)})
+
+    return dict(width=width, vision_heads=width // 64, vision_layers=layers(
+        'visual.transformer.resblocks.'), patch=patch, image_size=patch * grid,
+        text_width=text_width, text_heads=text_width // 64,
+        text_layers=layers('transformer.resblocks.'), embed=sd['text_projection'].shape[1],
+        vocab=sd['token_embedding.weight'].shape[0],
+        context_length=sd['positional_embedding'].shape[0])
+
+
 def convert_reference_state_dict(state_dict: Dict[str, torch.Tensor],
                                  lora: bool = True) -> Dict[str, torch.Tensor]:
     """Rename reference weights to ``TempMeRetriever`` names (values cast to fp32)."""

@@ -1,0 +1,85 @@
+"""Convert a checkpoint saved by the published TempMe code into one of ours.
+
+The reference saves ``VTRModel.state_dict()`` (``clip.`` + OpenAI CLIP names, LoRA as
+``TVPt_LoRA_a/b``); its schedule lives in its command-line arguments, so pass the same
+values here. The converted weights are checked by loading them strictly into a model
+built with that schedule, then saved (atomically) in mmengine's checkpoint format for
+``tools/test.py`` or ``tools/train.py --resume``-free fine-tuning (``load_from``).
+
+Example::
+
+    python tools/convert_reference_checkpoint.py output/pytorch_model.bin.best \\
+        work_dirs/tempme_from_reference.pth --merge-layer 8-9-10 --merge-frame-num 2-2-3
+"""
+import argparse
+import os
+import sys
+
+import torch
+
+from projects.tempme.models import TempMeRetriever
+from projects.tempme.reference import (convert_reference_state_dict, geometry_from_state_dict,
+                                       reference_model_config)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('checkpoint', help='state dict saved by the reference code')
+    parser.add_argument('out', help='where to write our checkpoint (.pth)')
+    parser.add_argument('--merge-layer', default='8-9-10')
+    parser.add_argument('--merge-frame-num', default='2-2-3')
+    parser.add_argument('--merge-token-proportion', default='30-10')
+    parser.add_argument('--tome-r', type=int, default=2)
+    parser.add_argument('--frame-pos', type=int, default=1)
+    parser.add_argument('--tome-propattn', type=int, default=1)
+    parser.add_argument('--lora-dim', type=int, default=8)
+    parser.add_argument('--max-frames', type=int, default=12)
+    return parser.parse_args(argv)
+
+
+def convert(args: argparse.Namespace) -> dict:
+    """Convert, verify by a strict load, and return the mmengine-style checkpoint."""
+    if not os.path.isfile(args.checkpoint):
+        raise FileNotFoundError(f'reference checkpoint not found: {args.checkpoint!r}')
+    state_dict = torch.load(args.checkpoint, map_location='cpu', weights_only=True)
+    if isinstance(state_dict, dict) and 'state_dict' in state_dict:
+        state_dict = state_dict['state_dict']
+    reference_args = dict(
+        merge_layer=args.merge_layer, merge_frame_num=args.merge_frame_num,
+        merge_token_proportion=args.merge_token_proportion, tome_r=args.tome_r,
+        frame_pos=args.frame_pos, tome_propattn=bool(args.tome_propattn),
+        lora_dim=args.lora_dim, max_frames=args.max_frames,
+        **geometry_from_state_dict(state_dict))
+    cfg = reference_model_config(reference_args)
+    cfg.pop('type')
+    model = TempMeRetriever(**cfg, data_preprocessor=None)
+    converted = convert_reference_state_dict(state_dict, lora=args.lora_dim > 0)
+    result = model.load_state_dict(converted, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise RuntimeError(
+            f'{args.checkpoint!r} does not fit the schedule given on the command line:\n'
+            f'  missing keys: {result.missing_keys[:10]}\n'
+            f'  unexpected keys: {result.unexpected_keys[:10]}')
+    return dict(meta=dict(converted_from=os.path.abspath(args.checkpoint),
+                          video_encoder=cfg['video_encoder'], lora=cfg['lora']),
+                state_dict=model.state_dict())
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    checkpoint = convert(args)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    tmp = args.out + '.tmp'
+    torch.save(checkpoint, tmp)
+    os.replace(tmp, args.out)
+    enc = checkpoint['meta']['video_encoder']
+    print(f'saved {args.out}\nevaluate with a config whose model.video_encoder has: '
+          f'merge_layers={enc["merge_layers"]}, clips_per_merge={enc["clips_per_merge"]}, '
+          f'cross_clip_ratio={enc["cross_clip_ratio"]}, intra_clip_ratio={enc["intra_clip_ratio"]}, '
+          f'imgme_r={enc["imgme_r"]}, temporal_embedding={enc["temporal_embedding"]}, '
+          f'prop_attn={enc["prop_attn"]}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
