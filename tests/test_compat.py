@@ -41,59 +41,10 @@ def test_register_all_modules():
 
 def test_apply_fixes_is_idempotent():
     assert compat.apply_fixes() == {
-        'importlib_metadata': False,
         'drn': False,
         'transformers_vindlu': [],
         'safe_checkpoint_globals': False,
     }
-
-
-# ---------------------------------------------------------------------------------------------
-# importlib_metadata
-# ---------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def fresh_dependency_module(monkeypatch):
-    """Forget mmaction.utils.dependency for one test; the original comes back afterwards."""
-    import mmaction.utils
-    original = sys.modules[compat.MMACTION_DEPENDENCY_MODULE]
-    monkeypatch.delitem(sys.modules, compat.MMACTION_DEPENDENCY_MODULE)
-    monkeypatch.setattr(mmaction.utils, 'dependency', original)
-    return original
-
-
-def test_importlib_metadata_fix_uses_stdlib(monkeypatch, fresh_dependency_module):
-    previous = sys.modules.get('importlib_metadata')
-    real_available = compat._module_available
-    monkeypatch.setattr(compat, '_module_available',
-                        lambda name: name != 'importlib_metadata' and real_available(name))
-
-    assert compat.fix_importlib_metadata_for_mmaction() is True
-    dependency = sys.modules[compat.MMACTION_DEPENDENCY_MODULE]
-    assert dependency is not fresh_dependency_module
-    assert dependency.distribution is importlib.metadata.distribution
-    assert dependency.PackageNotFoundError is importlib.metadata.PackageNotFoundError
-    assert dependency.WITH_MULTIMODAL
-    # The alias does not outlive the import.
-    assert sys.modules.get('importlib_metadata') is previous
-
-
-def test_importlib_metadata_fix_skipped_when_backport_installed(monkeypatch,
-                                                                fresh_dependency_module):
-    monkeypatch.setattr(compat, '_module_available', lambda name: True)
-    assert compat.fix_importlib_metadata_for_mmaction() is False
-    assert compat.MMACTION_DEPENDENCY_MODULE not in sys.modules
-
-
-def test_importlib_metadata_detection(tmp_path):
-    utils = tmp_path / 'utils'
-    utils.mkdir()
-    (utils / 'dependency.py').write_text('from importlib_metadata import distribution\n')
-    assert compat._mmaction_needs_importlib_metadata([str(tmp_path)])
-    (utils / 'dependency.py').write_text('from importlib.metadata import distribution\n')
-    assert not compat._mmaction_needs_importlib_metadata([str(tmp_path)])
-    assert not compat._mmaction_needs_importlib_metadata([])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,7 +59,7 @@ def test_drn_stand_in_raises_a_clear_error():
     with pytest.raises(ImportError, match='issues/2714'):
         DRN(vocab_size=10)
     with pytest.raises(ImportError, match='DRN is not available'):
-        MODELS.build(dict(type='DRN'))
+        MODELS.build(dict(type='DRN', _scope_='mmaction'))
 
 
 def _fake_mmaction(root, with_drn, imports_drn=True):

@@ -5,4 +5,4 @@ Importing this package first applies the compatibility fixes for the dependency 
 registries, so configs can use it through ``custom_imports``.
 """
 from . import compat  # noqa: F401  (must run before anything imports mmaction.models)
-from . import datasets, evaluation, merging, models  # noqa: F401,E402  (registers components)
+from . import datasets, engine, evaluation, merging, models  # noqa: F401,E402  (registers components)

@@ -12,8 +12,8 @@ from mmaction.registry import MODELS
 class RetrievalDataPreprocessor(BaseDataPreprocessor):
     """Stack videos, concatenate captions and index each caption's video.
 
-    Takes ``inputs`` as a list of ``dict(video=uint8 (T, 3, H, W), text=(n, L))`` and
-    gives ``dict(video=float (B, T, 3, H, W), text=(sum n, L), caption_to_video=(sum n,))``.
+    Takes ``inputs`` as collated by ``pseudo_collate``: ``dict(video=[uint8 (T, 3, H, W),
+    ...], text=[(n, L), ...])``, and gives ``dict(video=float (B, T, 3, H, W), text=(sum n, L), caption_to_video=(sum n,))``.
     """
 
     def __init__(self, mean: Sequence[float] = OPENAI_DATASET_MEAN,
@@ -25,8 +25,8 @@ class RetrievalDataPreprocessor(BaseDataPreprocessor):
     def forward(self, data: dict, training: bool = False) -> Dict[str, object]:
         data = self.cast_data(data)
         inputs = data['inputs']
-        video = torch.stack([item['video'] for item in inputs]).float()
-        texts = [item['text'] for item in inputs]
+        video = torch.stack(inputs['video']).float()
+        texts = inputs['text']
         counts = torch.tensor([t.shape[0] for t in texts], device=video.device)
         return dict(
             inputs=dict(

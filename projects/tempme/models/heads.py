@@ -1,6 +1,7 @@
 """Video-level heads: pool the per-frame CLS features of a video encoder."""
 import torch
 import torch.nn.functional as F
+from open_clip.transformer import QuickGELU, Transformer
 from torch import nn
 
 from mmaction.registry import MODELS
@@ -15,3 +16,41 @@ class MeanCLSHead(nn.Module):
 
     def forward(self, frame_feats: torch.Tensor) -> torch.Tensor:
         return F.normalize(frame_feats, dim=-1).mean(dim=1)
+
+
+@MODELS.register_module()
+class SeqTransfHead(nn.Module):
+    """CLIP4Clip's ``seqTransf``: a small transformer over the per-frame features
+    (plus frame position embeddings) whose residual updates are added to the
+    features, then :class:`MeanCLSHead`.
+
+    The output projections of every block start at zero, so a fresh head is exactly
+    mean pooling and training departs from CLIP's behaviour only as far as it helps.
+
+    Args:
+        width: feature size (the CLIP embedding size).
+        num_frames: frames per video (one position embedding each).
+        layers: transformer blocks (CLIP4Clip uses 4).
+        heads: attention heads; defaults to ``width // 64``.
+    """
+
+    def __init__(self, width: int, num_frames: int = 12, layers: int = 4,
+                 heads: int = None) -> None:
+        super().__init__()
+        heads = heads or max(1, width // 64)
+        self.frame_position = nn.Parameter(torch.zeros(num_frames, width))
+        nn.init.normal_(self.frame_position, std=0.01)
+        self.transformer = Transformer(width, layers, heads, act_layer=QuickGELU)
+        for block in self.transformer.resblocks:
+            nn.init.zeros_(block.attn.out_proj.weight)
+            nn.init.zeros_(block.attn.out_proj.bias)
+            nn.init.zeros_(block.mlp.c_proj.weight)
+            nn.init.zeros_(block.mlp.c_proj.bias)
+        self.pool = MeanCLSHead()
+
+    def forward(self, frame_feats: torch.Tensor) -> torch.Tensor:
+        if frame_feats.shape[1] > self.frame_position.shape[0]:
+            raise ValueError(f'{frame_feats.shape[1]} frames but the head has position '
+                             f'embeddings for {self.frame_position.shape[0]}')
+        hidden = frame_feats + self.frame_position[:frame_feats.shape[1]].to(frame_feats.dtype)
+        return self.pool(frame_feats + self.transformer(hidden) - hidden)

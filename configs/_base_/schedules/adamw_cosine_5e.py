@@ -1,0 +1,23 @@
+# The reference recipe: AdamW lr 6e-4, weight decay 0.2, 5 epochs, cosine decay after a
+# linear warm-up over the first 10% of training, gradient norm clipped at 1.0.
+max_epochs = 5
+warmup_epochs = 0.1 * max_epochs
+
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=1)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=6e-4, weight_decay=0.2, betas=(0.9, 0.98), eps=1e-6),
+    clip_grad=dict(max_norm=1.0, norm_type=2))
+
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=warmup_epochs,
+         convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', T_max=max_epochs - warmup_epochs, eta_min=0.0,
+         by_epoch=True, begin=warmup_epochs, end=max_epochs, convert_to_iter_based=True),
+]
+
+# The recipe assumes a global batch of 128; enable to rescale lr for other batch sizes.
+auto_scale_lr = dict(enable=False, base_batch_size=128)

@@ -1,0 +1,7 @@
+# Baseline: CLIP4Clip mean pooling (full fine-tuning, no merging, no adapters), ViT-B/32.
+_base_ = ['clip4clip_tempme_msrvtt.py']
+
+model = dict(
+    head=dict(_delete_=True, type='MeanCLSHead'),
+    video_encoder=dict(merge_layers=(), clips_per_merge=(), imgme_r=0,
+                       temporal_embedding=False))

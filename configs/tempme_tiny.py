@@ -1,0 +1,65 @@
+# TempMe with a tiny randomly initialised CLIP (no weight file), for tests and smoke runs
+# on CPU. 12 frames of 112 px with 16 px patches keep ViT-B/32's 50 tokens per frame, so
+# the default merge schedule applies unchanged. Point it at any folder with
+#   --cfg-options train_dataloader.dataset.data_root=DIR \
+#                 train_dataloader.dataset.ann_file=train.json \
+#                 train_dataloader.dataset.data_prefix.video=videos   (same for val/test)
+_base_ = ['tempme_msrvtt.py']
+
+model = dict(
+    clip=dict(
+        arch=dict(
+            _delete_=True,
+            embed_dim=64,
+            vision_cfg=dict(image_size=112, patch_size=16, width=128, layers=12,
+                            head_width=64),
+            text_cfg=dict(context_length=32, vocab_size=49408, width=128, heads=2,
+                          layers=4)),
+        weights=None))
+
+image_size = 112
+train_pipeline = [
+    dict(type='DecordInit'),
+    dict(type='UniformSample', clip_len=12, num_clips=1, test_mode=False),
+    dict(type='DecordDecode'),
+    dict(type='Resize', scale=(-1, image_size)),
+    dict(type='CenterCrop', crop_size=image_size),
+    dict(type='OpenCLIPTokenize', context_length=32),
+    dict(type='PackVideoTextInputs'),
+]
+test_pipeline = [
+    dict(type='DecordInit'),
+    dict(type='UniformSample', clip_len=12, num_clips=1, test_mode=True),
+    dict(type='DecordDecode'),
+    dict(type='Resize', scale=(-1, image_size)),
+    dict(type='CenterCrop', crop_size=image_size),
+    dict(type='OpenCLIPTokenize', context_length=32),
+    dict(type='PackVideoTextInputs'),
+]
+loader = dict(batch_size=4, num_workers=0, persistent_workers=False)
+train_dataloader = dict(
+    **loader,
+    dataset=dict(ann_file='train.json', data_root='data/tiny', data_prefix=dict(video='videos'),
+                 pipeline=train_pipeline))
+val_dataloader = dict(
+    **loader,
+    dataset=dict(ann_file='test.json', data_root='data/tiny', data_prefix=dict(video='videos'),
+                 pipeline=test_pipeline))
+test_dataloader = val_dataloader
+
+max_epochs = 2
+train_cfg = dict(max_epochs=max_epochs)
+optim_wrapper = dict(optimizer=dict(lr=1e-3))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-2, by_epoch=True, begin=0, end=0.2 * max_epochs,
+         convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', T_max=0.8 * max_epochs, eta_min=0.0, by_epoch=True,
+         begin=0.2 * max_epochs, end=max_epochs, convert_to_iter_based=True),
+]
+default_hooks = dict(logger=dict(interval=1))
+env_cfg = dict(dist_cfg=dict(backend='gloo'))
+# No base weight file to put adapters on: keep whole checkpoints.
+custom_hooks = [
+    dict(type='PEFTCheckpointHook', adapter_only=False),
+    dict(type='EpochSeedHook'),
+]

@@ -1,0 +1,331 @@
+"""Fixes for upstream breakages of the pinned dependency stack.
+
+The project runs on torch 2.14, mmengine 0.10.7, mmcv-lite 2.1.0, mmaction2 1.2.0 (PyPI) and
+transformers 5.x. On that stack ``import mmaction.models`` fails for three reasons and mmengine
+cannot resume its own checkpoints. Each fix below detects its problem, does nothing when the
+installed packages no longer have it, and is applied once when this module is imported
+(re-applying is harmless). Nothing in site-packages is modified.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import importlib.util
+import io
+import os
+import pickle
+import sys
+import types
+import warnings
+from typing import Any, Callable, Dict, Iterable, List, Tuple, Union
+
+import numpy as np
+import torch
+from mmengine.logging.history_buffer import HistoryBuffer
+
+__all__ = [
+    'APPLIED', 'SAFE_CHECKPOINT_GLOBALS', 'CheckpointLoadError', 'MissingDRN', 'apply_fixes',
+    'fix_missing_drn', 'fix_transformers_for_vindlu',
+    'register_safe_checkpoint_globals', 'safe_load_checkpoint'
+]
+
+
+def _module_available(name: str) -> bool:
+    """Whether a top-level module can be found, without importing it."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _mmaction_dirs() -> List[str]:
+    """Package directories of the installed mmaction (empty when it is not installed)."""
+    try:
+        spec = importlib.util.find_spec('mmaction')
+    except (ImportError, ValueError):
+        return []
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    return list(spec.submodule_search_locations)
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. mmaction2 1.2.0: the DRN localizer package is missing from the PyPI wheel and sdist.
+# ---------------------------------------------------------------------------------------------
+
+DRN_PACKAGE = 'mmaction.models.localizers.drn'
+DRN_ISSUE = 'https://github.com/open-mmlab/mmaction2/issues/2714'
+
+
+class MissingDRN:
+    """Stand-in for mmaction's DRN localizer, whose code the PyPI release does not ship.
+
+    Importing it keeps ``import mmaction.models`` working; building it fails loudly instead of
+    returning something that is not DRN.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise ImportError(
+            'DRN is not available: mmaction2 1.2.0 from PyPI ships without '
+            f'mmaction/models/localizers/drn ({DRN_ISSUE}). Install mmaction2 from a source '
+            'checkout that contains that package to use DRN.')
+
+
+def _upstream_drn_missing(mmaction_dirs: Iterable[str]) -> bool:
+    """Whether ``localizers/__init__.py`` imports ``.drn`` while the ``drn`` package is absent.
+
+    Looks at files only: importing any part of ``mmaction.models`` would run the failing import.
+    """
+    for root in mmaction_dirs:
+        localizers = os.path.join(root, 'models', 'localizers')
+        init_file = os.path.join(localizers, '__init__.py')
+        if not os.path.isfile(init_file):
+            continue
+        with open(init_file, encoding='utf-8') as f:
+            if '.drn' not in f.read():
+                return False
+        spec = importlib.machinery.PathFinder.find_spec(DRN_PACKAGE, [localizers])
+        return spec is None
+    return False
+
+
+def _stand_in_module(name: str, is_package: bool) -> types.ModuleType:
+    module = types.ModuleType(name, 'Stand-in for code missing from the mmaction2 release.')
+    module.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=is_package)
+    if is_package:
+        module.__path__ = []
+    return module
+
+
+def fix_missing_drn() -> bool:
+    """Provide ``mmaction.models.localizers.drn`` when the installed mmaction2 lacks it.
+
+    Targets mmaction2 1.2.0 (upstream issue #2714): ``localizers/__init__.py`` does
+    ``from .drn.drn import DRN`` but the wheel has no ``drn`` package, so ``import
+    mmaction.models`` raises ModuleNotFoundError. A stand-in package whose ``DRN`` (a
+    :class:`MissingDRN`) refuses to be built is put in ``sys.modules`` and registered as
+    ``DRN`` in mmaction's ``MODELS``, as the real module would be. Returns True when the
+    stand-in was installed.
+    """
+    if DRN_PACKAGE in sys.modules or not _upstream_drn_missing(_mmaction_dirs()):
+        return False
+    package = _stand_in_module(DRN_PACKAGE, is_package=True)
+    module = _stand_in_module(f'{DRN_PACKAGE}.drn', is_package=False)
+    module.DRN = MissingDRN
+    package.drn = module
+    sys.modules[package.__name__] = package
+    sys.modules[module.__name__] = module
+
+    from mmaction.registry import MODELS
+    if 'DRN' not in MODELS.module_dict:  # MODELS.get would import mmaction.models
+        MODELS.register_module(name='DRN', module=MissingDRN)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. transformers 5.x: helpers VindLU imports from ``transformers.modeling_utils`` are gone.
+# ---------------------------------------------------------------------------------------------
+
+# Names ``mmaction/models/multimodal/vindlu/modeling_bert.py`` imports from modeling_utils.
+VINDLU_MODELING_UTILS_NAMES = (
+    'apply_chunking_to_forward',
+    'find_pruneable_heads_and_indices',
+    'prune_linear_layer',
+)
+
+
+def _find_pruneable_heads_and_indices(heads: Iterable[int], n_heads: int, head_size: int,
+                                      already_pruned_heads: Iterable[int]
+                                      ) -> Tuple[set, torch.Tensor]:
+    """Heads still to prune and the flat indices of the projection rows to keep.
+
+    transformers 5 removed this helper from every module, yet VindLU's
+    ``BertAttention.prune_heads`` calls it. ``heads`` and ``already_pruned_heads`` use the
+    original head numbering; ``n_heads`` is the current (already reduced) head count.
+    """
+    pruned_before = set(already_pruned_heads)
+    to_prune = set(heads) - pruned_before
+    keep = torch.ones(n_heads, head_size, dtype=torch.bool)
+    for head in to_prune:
+        # Position of ``head`` once the heads pruned earlier have been removed.
+        keep[head - sum(1 for h in pruned_before if h < head)] = False
+    return to_prune, torch.arange(n_heads * head_size)[keep.flatten()].long()
+
+
+def fix_transformers_for_vindlu() -> List[str]:
+    """Put the helpers VindLU imports back on ``transformers.modeling_utils`` where missing.
+
+    Targets mmaction2 1.2.0 with transformers >= 5: mmaction imports VindLU whenever
+    transformers is installed, and VindLU imports ``apply_chunking_to_forward``,
+    ``find_pruneable_heads_and_indices`` and ``prune_linear_layer`` from
+    ``transformers.modeling_utils``. transformers now keeps the first and last in
+    ``transformers.pytorch_utils`` and dropped the middle one, so those objects are used, and a
+    local equivalent where none exists. Returns the names that were added.
+    """
+    if not (_module_available('mmaction') and _module_available('transformers')):
+        return []
+    try:
+        modeling_utils = importlib.import_module('transformers.modeling_utils')
+        pytorch_utils = importlib.import_module('transformers.pytorch_utils')
+    except ImportError:
+        return []  # a broken transformers install; mmaction reports it on its own
+    fallbacks: Dict[str, Callable] = {
+        'find_pruneable_heads_and_indices': _find_pruneable_heads_and_indices,
+    }
+    added = []
+    for name in VINDLU_MODELING_UTILS_NAMES:
+        if hasattr(modeling_utils, name):
+            continue
+        provider = getattr(pytorch_utils, name, None) or fallbacks.get(name)
+        if provider is None:
+            continue
+        setattr(modeling_utils, name, provider)
+        added.append(name)
+    return added
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. torch >= 2.6: torch.load defaults to weights_only=True and refuses mmengine checkpoints.
+# ---------------------------------------------------------------------------------------------
+
+# HistoryBuffer statistics mmengine registers by default (``_set_default_statistics``).
+_HISTORY_BUFFER_STATISTICS = frozenset({'min', 'max', 'current', 'mean'})
+
+
+def _history_buffer_statistic(owner: Any, name: str) -> Callable:
+    """Restricted ``getattr`` for checkpoints: only HistoryBuffer's default statistics.
+
+    ``HistoryBuffer.__getstate__`` stores its statistic methods, and pickle protocol 2 writes
+    each as ``builtins.getattr(HistoryBuffer, 'min')``. Allow-listing the real ``getattr`` would
+    let a checkpoint fetch any attribute of any loaded object, so this stand-in is registered
+    under that name instead and refuses everything else.
+    """
+    if owner is HistoryBuffer and name in _HISTORY_BUFFER_STATISTICS:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'checkpoint asks for getattr({owner!r}, {name!r}); only the statistics of '
+        f'mmengine HistoryBuffer ({", ".join(sorted(_HISTORY_BUFFER_STATISTICS))}) are allowed')
+
+
+def _numpy_multiarray() -> types.ModuleType:
+    """numpy's multiarray module (``numpy._core`` since numpy 2, ``numpy.core`` before)."""
+    core = getattr(np, '_core', None)
+    return core.multiarray if core is not None else np.core.multiarray
+
+
+def _safe_checkpoint_globals() -> Tuple[Union[Callable, Tuple[Callable, str]], ...]:
+    multiarray = _numpy_multiarray()
+    entries: List[Union[Callable, Tuple[Callable, str]]] = [
+        # message_hub['log_scalars'] values
+        HistoryBuffer,
+        (_history_buffer_statistic, 'builtins.getattr'),
+        # HistoryBuffer histories (ndarrays) and numpy scalars in message_hub['runtime_info']
+        np.ndarray,
+        np.dtype,
+    ]
+    # Pickles name these by the numpy that wrote them: numpy._core (2.x) or numpy.core (1.x).
+    for package in ('numpy._core', 'numpy.core'):
+        entries.append((multiarray._reconstruct, f'{package}.multiarray._reconstruct'))
+        entries.append((multiarray.scalar, f'{package}.multiarray.scalar'))
+    # Rebuilt dtypes are instances of per-dtype classes (numpy.dtypes.Float64DType, ...):
+    # float64 / int64 for the logged values and counts, float32 / int32 for values computed in
+    # single precision and for counts on platforms whose default integer is 32-bit.
+    for name in ('float64', 'int64', 'float32', 'int32'):
+        dtype_class = type(np.dtype(name))
+        if dtype_class is not np.dtype:
+            entries.append(dtype_class)
+    return tuple(entries)
+
+
+#: Everything an mmengine Runner checkpoint holds beyond torch's own weights_only allow-list
+#: (tensors, OrderedDict, Counter for MultiStepLR milestones, ... are allowed by torch).
+SAFE_CHECKPOINT_GLOBALS = _safe_checkpoint_globals()
+
+
+class CheckpointLoadError(RuntimeError):
+    """A checkpoint could not be loaded with ``weights_only=True``."""
+
+
+class _WeightsOnlyProbe:
+    """A class torch never allow-lists; loading one tells whether torch.load is restricted."""
+
+
+def _torch_load_defaults_to_weights_only() -> bool:
+    """Whether a plain ``torch.load(f)`` refuses arbitrary classes on this install.
+
+    Probes the behaviour instead of the version, so environment overrides such as
+    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` are respected.
+    """
+    buffer = io.BytesIO()
+    torch.save(_WeightsOnlyProbe(), buffer)
+    buffer.seek(0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # torch warns about its environment overrides
+            torch.load(buffer)
+    except pickle.UnpicklingError:
+        return True
+    return False
+
+
+def register_safe_checkpoint_globals() -> bool:
+    """Allow-list :data:`SAFE_CHECKPOINT_GLOBALS` for every weights_only ``torch.load``.
+
+    Targets mmengine 0.10.7 on torch >= 2.6: ``mmengine.runner.load_checkpoint`` (used by
+    ``Runner.resume``) calls ``torch.load`` without ``weights_only``, which now means
+    ``weights_only=True``, and the checkpoint's message hub holds HistoryBuffer objects and
+    numpy arrays that torch refuses. Only those types are added; unpickling stays restricted.
+    Skipped when ``torch.load`` is not restricted by default. Returns True when entries were
+    added.
+    """
+    serialization = torch.serialization
+    if not hasattr(serialization, 'add_safe_globals'):
+        return False
+    if not _torch_load_defaults_to_weights_only():
+        return False
+    registered = serialization.get_safe_globals()
+    missing = [entry for entry in SAFE_CHECKPOINT_GLOBALS if entry not in registered]
+    if not missing:
+        return False
+    serialization.add_safe_globals(missing)
+    return True
+
+
+def safe_load_checkpoint(path: Union[str, os.PathLike],
+                         map_location: Any = 'cpu') -> Any:
+    """Load a checkpoint with ``weights_only=True`` and :data:`SAFE_CHECKPOINT_GLOBALS`.
+
+    Works whether or not the allow-list is registered globally, and leaves the global
+    registration as it was. Raises :class:`CheckpointLoadError` naming the file when torch
+    refuses or cannot read it.
+    """
+    serialization = torch.serialization
+    if not hasattr(serialization, 'safe_globals'):
+        raise CheckpointLoadError(
+            f'cannot load {os.fspath(path)!r} safely: torch {torch.__version__} has no '
+            'torch.serialization.safe_globals (needs torch >= 2.5)')
+    registered = serialization.get_safe_globals()
+    # safe_globals removes on exit what it was given, so pass only what is not yet registered.
+    extra = [entry for entry in SAFE_CHECKPOINT_GLOBALS if entry not in registered]
+    try:
+        with serialization.safe_globals(extra):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise CheckpointLoadError(
+            f'cannot load checkpoint {os.fspath(path)!r} with weights_only=True: {exc}') from exc
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def apply_fixes() -> Dict[str, Any]:
+    """Apply every fix; returns what each one did (False / [] when it was not needed)."""
+    return {
+        'drn': fix_missing_drn(),
+        'transformers_vindlu': fix_transformers_for_vindlu(),
+        'safe_checkpoint_globals': register_safe_checkpoint_globals(),
+    }
+
+
+#: What the fixes did when this module was first imported.
+APPLIED = apply_fixes()

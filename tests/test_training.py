@@ -1,0 +1,102 @@
+"""End-to-end runs of the tools on generated videos with the tiny config."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import mmaction
+from projects.tempme.evaluation import retrieval_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = 'configs/tempme_tiny.py'
+
+
+def _data_options(data_root):
+    return [f'{split}_dataloader.dataset.data_root={data_root}'
+            for split in ('train', 'val', 'test')]
+
+
+def _run(args, **kwargs):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1')
+    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600, **kwargs)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope='module')
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp('synthetic')
+    _run([sys.executable, 'tools/data/make_synthetic.py', '--out', str(root),
+          '--num-train', '8', '--num-val', '4', '--num-test', '4', '--seed', '3'])
+    return root
+
+
+@pytest.fixture(scope='module')
+def trained(data_root, tmp_path_factory):
+    """An uninterrupted 2-epoch run."""
+    work_dir = tmp_path_factory.mktemp('run')
+    _run([sys.executable, 'tools/train.py', CONFIG, '--work-dir', str(work_dir),
+          '--cfg-options', *_data_options(data_root)])
+    return work_dir
+
+
+def _weights(path):
+    return torch.load(path, map_location='cpu', weights_only=True)['state_dict']
+
+
+def test_train_then_test_prints_all_metrics(trained, data_root, tmp_path):
+    assert (trained / 'epoch_2.pth').exists()
+    out, dump = tmp_path / 'metrics.json', tmp_path / 'sim.pt'
+    proc = _run([sys.executable, 'tools/test.py', CONFIG, str(trained / 'epoch_2.pth'),
+                 '--work-dir', str(tmp_path), '--out', str(out), '--dump', str(dump),
+                 '--cfg-options', *_data_options(data_root)])
+    metrics = json.loads(out.read_text())
+    for key in ('t2v_R1', 't2v_R5', 't2v_R10', 't2v_MdR', 't2v_MnR', 'v2t_R1', 'v2t_R5',
+                'v2t_R10', 'v2t_MdR', 'v2t_MnR', 'R_sum'):
+        assert key in metrics and f'retrieval/{key}' in proc.stdout + proc.stderr
+    saved = torch.load(dump, weights_only=True)
+    assert saved['sim'].shape == (8, 4)  # 4 test videos x 2 captions each
+    recomputed = retrieval_metrics(saved['sim'], saved['caption_to_video'])
+    assert recomputed['R_sum'] == pytest.approx(metrics['R_sum'])
+
+
+def test_resume_ends_like_an_uninterrupted_run(trained, data_root, tmp_path):
+    # A run stopped after epoch 1 leaves exactly epoch_1.pth behind; resume from it.
+    shutil.copy(trained / 'epoch_1.pth', tmp_path / 'epoch_1.pth')
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_1.pth'))
+    _run([sys.executable, 'tools/train.py', CONFIG, '--work-dir', str(tmp_path), '--resume',
+          '--cfg-options', *_data_options(data_root)])
+    resumed, full = _weights(tmp_path / 'epoch_2.pth'), _weights(trained / 'epoch_2.pth')
+    assert resumed.keys() == full.keys()
+    changed = [k for k in full if not torch.allclose(resumed[k], full[k], atol=1e-6)]
+    assert not changed
+    first = _weights(trained / 'epoch_1.pth')
+    assert any(not torch.equal(first[k], full[k]) for k in full)  # epoch 2 did train
+
+
+def test_dist_train_runs_two_processes_on_cpu(data_root, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1', PORT='29611')
+    proc = subprocess.run(
+        ['bash', 'tools/dist_train.sh', CONFIG, '2', '--work-dir', str(tmp_path),
+         '--cfg-options', *_data_options(data_root), 'train_cfg.max_epochs=1'],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (tmp_path / 'epoch_1.pth').exists()
+    log = next(tmp_path.glob('*/*.log')).read_text()
+    assert 'Distributed training is not used' not in log
+    assert 'retrieval/R_sum' in log
+
+
+def test_runs_under_mmaction_train_tool(data_root, tmp_path):
+    tool = Path(mmaction.__file__).parent / '.mim' / 'tools' / 'train.py'
+    if not tool.exists():
+        pytest.skip('mmaction2 was installed without its tools')
+    _run([sys.executable, str(tool), CONFIG, '--work-dir', str(tmp_path), '--cfg-options',
+          *_data_options(data_root), 'train_cfg.max_epochs=1'])
+    assert (tmp_path / 'epoch_1.pth').exists()

@@ -1,0 +1,56 @@
+"""Evaluate a TempMe retrieval checkpoint: t2v / v2t R@1/5/10, MdR, MnR, R-Sum.
+
+Examples::
+
+    python tools/test.py configs/tempme_msrvtt.py work_dirs/tempme_msrvtt/best.pth
+    python tools/test.py configs/tempme_tiny.py ckpt.pth --dump sim.pt --out metrics.json
+"""
+import argparse
+import os
+import os.path as osp
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.runner import Runner
+
+import projects.tempme  # noqa: F401  (compatibility fixes + registration)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Test a TempMe retrieval model')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='where logs and results go')
+    parser.add_argument('--dump', help='save the caption x video similarity matrix (.pt)')
+    parser.add_argument('--out', help='save the metrics as JSON')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.launcher = args.launcher
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
+        'work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    if args.dump:
+        cfg.test_evaluator.dump_sim = args.dump
+    if args.out:
+        cfg.test_evaluator.out_file = args.out
+    if not torch.cuda.is_available():
+        cfg.env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
+    runner = Runner.from_cfg(cfg)
+    return runner.test()
+
+
+if __name__ == '__main__':
+    main()
