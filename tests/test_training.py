@@ -81,10 +81,12 @@ def test_resume_ends_like_an_uninterrupted_run(trained, data_root, tmp_path):
 
 
 def test_dist_train_runs_two_processes_on_cpu(data_root, tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1', PORT='29611')
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1', PORT='29611',
+               PYTHON=sys.executable)
     proc = subprocess.run(
         ['bash', 'tools/dist_train.sh', CONFIG, '2', '--work-dir', str(tmp_path),
-         '--cfg-options', *_data_options(data_root), 'train_cfg.max_epochs=1'],
+         '--cfg-options', *_data_options(data_root), 'train_dataloader.batch_size=2',
+         'train_cfg.max_epochs=1'],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (tmp_path / 'epoch_1.pth').exists()

@@ -19,4 +19,4 @@ srun -p "$PARTITION" \
     --cpus-per-task="$CPUS_PER_TASK" \
     --kill-on-bad-exit=1 \
     $SRUN_ARGS \
-    python -u "$(dirname "$0")/train.py" "$CONFIG" --launcher slurm $PY_ARGS
+    ${PYTHON:-python} -u "$(dirname "$0")/train.py" "$CONFIG" --launcher slurm $PY_ARGS

@@ -9,11 +9,11 @@ import argparse
 import os
 import os.path as osp
 
-import torch
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 import projects.tempme  # noqa: F401  (compatibility fixes + registration)
+from projects.tempme.engine.runtime import adapt_to_device
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -46,9 +46,7 @@ def main(argv=None) -> dict:
         cfg.test_evaluator.dump_sim = args.dump
     if args.out:
         cfg.test_evaluator.out_file = args.out
-    if not torch.cuda.is_available():
-        cfg.env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
-    runner = Runner.from_cfg(cfg)
+    runner = Runner.from_cfg(adapt_to_device(cfg))
     return runner.test()
 
 

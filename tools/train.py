@@ -9,11 +9,11 @@ import argparse
 import os
 import os.path as osp
 
-import torch
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 import projects.tempme  # noqa: F401  (compatibility fixes + registration)
+from projects.tempme.engine.runtime import adapt_to_device
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -57,15 +57,13 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     if args.seed is not None:
         cfg.randomness = dict(cfg.get('randomness', {}), seed=args.seed)
-    if not torch.cuda.is_available():
-        cfg.env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
     return cfg
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
     cfg = merge_args(Config.fromfile(args.config), args)
-    runner = Runner.from_cfg(cfg)
+    runner = Runner.from_cfg(adapt_to_device(cfg))
     runner.train()
 
 
