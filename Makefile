@@ -16,7 +16,7 @@ $(STAMP): setup.cfg pyproject.toml | $(PY)
 
 install: $(STAMP)
 
-test: install
+test: lint
 	$(PY) -m pytest -q tests
 
 lint: install

@@ -1,5 +1,6 @@
 """Shared test helpers: a tiny CLIP geometry with ViT-B/32's 12 x 50 token layout."""
 import pytest
+from mmengine.registry import DefaultScope
 
 import projects.tempme  # noqa: F401  (compatibility fixes + registration)
 
@@ -14,3 +15,10 @@ TINY_CLIP = dict(
 @pytest.fixture
 def tiny_clip():
     return dict(arch=TINY_CLIP)
+
+
+@pytest.fixture(autouse=True)
+def mmaction_scope():
+    """Build from mmaction's registries, whatever scope an earlier Runner left behind."""
+    with DefaultScope.overwrite_default_scope('mmaction'):
+        yield

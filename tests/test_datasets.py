@@ -142,7 +142,8 @@ def test_test_mode_one_item_per_video(data_dir: Path) -> None:
     assert sorted(seen) == list(range(6)) and len(seen) == 6
     # The captions tokenized for video b are b's own, in annotation order.
     text_b = dataset[1]['inputs']['text']
-    assert torch.equal(text_b, OpenCLIPTokenize(CONTEXT)(dict(captions=ANNOTATION['b.mp4']))['text'])
+    tokenize = OpenCLIPTokenize(CONTEXT)
+    assert torch.equal(text_b, tokenize(dict(captions=ANNOTATION['b.mp4']))['text'])
 
 
 def test_test_mode_frames_are_uniform_and_rgb(data_dir: Path) -> None:

@@ -6,8 +6,8 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-
 from mmaction.registry import MODELS
+
 from projects.tempme.models import TempMeRetriever, build_open_clip
 from tools.analysis.check_reference import check_fixture
 

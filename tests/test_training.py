@@ -6,10 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mmaction
 import pytest
 import torch
 
-import mmaction
 from projects.tempme.evaluation import retrieval_metrics
 
 ROOT = Path(__file__).resolve().parents[1]

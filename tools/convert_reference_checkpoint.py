@@ -75,7 +75,8 @@ def main(argv=None) -> int:
     enc = checkpoint['meta']['video_encoder']
     print(f'saved {args.out}\nevaluate with a config whose model.video_encoder has: '
           f'merge_layers={enc["merge_layers"]}, clips_per_merge={enc["clips_per_merge"]}, '
-          f'cross_clip_ratio={enc["cross_clip_ratio"]}, intra_clip_ratio={enc["intra_clip_ratio"]}, '
+          f'cross_clip_ratio={enc["cross_clip_ratio"]}, '
+          f'intra_clip_ratio={enc["intra_clip_ratio"]}, '
           f'imgme_r={enc["imgme_r"]}, temporal_embedding={enc["temporal_embedding"]}, '
           f'prop_attn={enc["prop_attn"]}')
     return 0

@@ -15,8 +15,7 @@ from typing import Dict, List
 import torch
 
 from projects.tempme.models import TempMeRetriever
-from projects.tempme.reference import (convert_reference_state_dict,
-                                       reference_model_config)
+from projects.tempme.reference import convert_reference_state_dict, reference_model_config
 
 
 def check_fixture(path: str, atol: float = 1e-4) -> Dict[str, object]:

@@ -6,11 +6,10 @@ runs, and DDP fixes the set of trained parameters when it wraps.
 """
 from typing import Dict
 
+from mmaction.registry import HOOKS
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.runner import set_random_seed
-
-from mmaction.registry import HOOKS
 
 
 def _unwrap(model):

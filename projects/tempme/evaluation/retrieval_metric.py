@@ -19,10 +19,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from mmaction.registry import METRICS
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger
-
-from mmaction.registry import METRICS
 
 from .ranking import RECALL_AT, dual_softmax, retrieval_metrics
 

@@ -1,6 +1,6 @@
 """Pure tensor logic of token merging: matching, merging and the merge schedule."""
-from .matching import (bipartite_soft_matching, clip_of_token, group_clips, max_merge,
-                       merge_source, merge_wavg)
+from .matching import (bipartite_soft_matching, clip_of_token, group_clips, max_merge, merge_source,
+                       merge_wavg)
 from .schedule import LayerPlan, MergeSchedule
 
 __all__ = [

@@ -187,4 +187,3 @@ class MergeSchedule:
     def plain(cls, num_layers: int, num_frames: int, tokens_per_frame: int) -> 'MergeSchedule':
         """No merging: per-frame CLIP."""
         return cls(num_layers, num_frames, tokens_per_frame, (), (), 0.0, 0.0, 0)
-

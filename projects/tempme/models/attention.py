@@ -37,8 +37,8 @@ class QKVAttention(nn.Module):
                 is_causal: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
         """Returns (output (N, T, C), keys (N, heads, T, C / heads))."""
         n, t, c = x.shape
-        q, k, v = self.qkv(x).view(n, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1,
-                                                                                  4).unbind(0)
+        qkv = self.qkv(x).view(n, t, 3, self.heads, c // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=is_causal)
         return self.out_proj(out.transpose(1, 2).reshape(n, t, c)), k
 

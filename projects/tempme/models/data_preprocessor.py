@@ -2,10 +2,9 @@
 from typing import Dict, Sequence
 
 import torch
+from mmaction.registry import MODELS
 from mmengine.model import BaseDataPreprocessor
 from open_clip import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
-
-from mmaction.registry import MODELS
 
 
 @MODELS.register_module()
@@ -13,7 +12,8 @@ class RetrievalDataPreprocessor(BaseDataPreprocessor):
     """Stack videos, concatenate captions and index each caption's video.
 
     Takes ``inputs`` as collated by ``pseudo_collate``: ``dict(video=[uint8 (T, 3, H, W),
-    ...], text=[(n, L), ...])``, and gives ``dict(video=float (B, T, 3, H, W), text=(sum n, L), caption_to_video=(sum n,))``.
+    ...], text=[(n, L), ...])``, and gives ``dict(video=float (B, T, 3, H, W),
+    text=(sum n, L), caption_to_video=(sum n,))``.
     """
 
     def __init__(self, mean: Sequence[float] = OPENAI_DATASET_MEAN,

@@ -1,10 +1,9 @@
 """Video-level heads: pool the per-frame CLS features of a video encoder."""
 import torch
 import torch.nn.functional as F
+from mmaction.registry import MODELS
 from open_clip.transformer import QuickGELU, Transformer
 from torch import nn
-
-from mmaction.registry import MODELS
 
 
 @MODELS.register_module()

@@ -5,9 +5,9 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 import torch.nn.functional as F
+from mmaction.registry import MODELS
 from mmengine.model import BaseModel
 
-from mmaction.registry import MODELS
 from .clip_loading import build_open_clip
 from .lora import inject_lora, is_lora_parameter
 from .text_encoder import CLIPTextEncoder
@@ -115,4 +115,3 @@ class TempMeRetriever(BaseModel):
             sample.video_feat = video[i].detach()
             sample.text_feats = text[caption_to_video == i].detach()
         return data_samples
-

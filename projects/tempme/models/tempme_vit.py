@@ -9,9 +9,9 @@ plain per-frame CLIP and ToMe-only are schedules of the same encoder.
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
+from mmaction.registry import MODELS
 from torch import nn
 
-from mmaction.registry import MODELS
 from ..merging import LayerPlan, MergeSchedule, bipartite_soft_matching, group_clips, merge_wavg
 from ..merging.matching import clip_of_token
 from .attention import ResidualBlock
@@ -150,8 +150,8 @@ def _check_visual(visual: nn.Module) -> nn.Module:
         if not hasattr(visual, attr):
             raise TypeError(f'TempMeViT needs an open_clip VisionTransformer; '
                             f'{type(visual).__name__} has no {attr!r}')
-    if getattr(visual, 'attn_pool', None) is not None or getattr(visual, 'pool_type',
-                                                                  'tok') != 'tok':
+    pool_type = getattr(visual, 'pool_type', 'tok')
+    if getattr(visual, 'attn_pool', None) is not None or pool_type != 'tok':
         raise TypeError('TempMeViT needs CLS-token pooling (pool_type="tok", no attn_pool)')
     if visual.proj is None:
         raise TypeError('TempMeViT needs a vision tower with an output projection')

@@ -1,8 +1,8 @@
 """The CLIP text tower, over open_clip's modules, with a LoRA-ready attention."""
 import torch
+from mmaction.registry import MODELS
 from torch import nn
 
-from mmaction.registry import MODELS
 from .attention import ResidualBlock
 
 
