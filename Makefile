@@ -23,5 +23,9 @@ lint: install
 	$(PY) -m flake8 projects tools tests configs
 	$(PY) -m isort --check-only --diff projects tools tests
 
+# Train and evaluate TempMe and the order-blind baseline on the synthetic benchmark.
+demo: install
+	$(PY) tools/demo.py
+
 clean:
 	rm -rf work_dirs .pytest_cache

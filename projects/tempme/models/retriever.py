@@ -51,6 +51,10 @@ class TempMeRetriever(BaseModel):
                  train_mode: str = 'peft', max_logit_scale: float = 100.0,
                  data_preprocessor: Optional[dict] = dict(type='RetrievalDataPreprocessor'),
                  init_cfg: Optional[dict] = None) -> None:
+        if isinstance(data_preprocessor, dict):
+            # mmengine's BaseModel would look it up in mmengine's registry, which only
+            # knows mmaction's components under the mmaction default scope.
+            data_preprocessor = MODELS.build(data_preprocessor)
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         if train_mode not in TRAIN_MODES:
             raise ValueError(f'train_mode must be one of {TRAIN_MODES}, got {train_mode!r}')

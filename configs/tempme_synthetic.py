@@ -1,0 +1,57 @@
+# TempMe trained from scratch on the built-in synthetic benchmark (tools/data/make_synthetic.py):
+# a tiny CLIP whose frames keep ViT-B/32's 12 x 50 token layout, so the default merge
+# schedule applies unchanged. Used by `make demo`; CPU-sized.
+_base_ = ['tempme_tiny.py']
+
+data_root = 'data/synthetic'
+# Width 64 keeps training on 2 CPU cores to a few minutes; 12 layers keep the schedule.
+model = dict(
+    lora=None,
+    train_mode='full',
+    clip=dict(quick_gelu=False, arch=dict(
+        embed_dim=64,
+        vision_cfg=dict(width=64, head_width=32),
+        text_cfg=dict(width=64, heads=2, layers=2))))
+
+# Every video has exactly 12 frames: take each of them once, in order.
+sample = dict(type='SampleFrames', clip_len=12, frame_interval=1, num_clips=1)
+train_pipeline = [
+    dict(type='DecordInit'),
+    dict(**sample),
+    dict(type='DecordDecode'),
+    dict(type='OpenCLIPTokenize', context_length=32),
+    dict(type='PackVideoTextInputs'),
+]
+test_pipeline = [
+    dict(type='DecordInit'),
+    dict(**sample, test_mode=True),
+    dict(type='DecordDecode'),
+    dict(type='OpenCLIPTokenize', context_length=32),
+    dict(type='PackVideoTextInputs'),
+]
+# Order twins (the same frames in another order) share a global batch, so the loss has
+# to tell them apart: without that, random batches almost never contain a twin pair.
+train_dataloader = dict(
+    batch_size=32, num_workers=2, persistent_workers=False,
+    sampler=dict(_delete_=True, type='VideoGroupSampler', groups_file='meta.json',
+                 groups_key='splits.train.twin_groups'),
+    dataset=dict(data_root=data_root, ann_file='train.json', pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=32, num_workers=2, persistent_workers=False,
+    dataset=dict(data_root=data_root, ann_file='val.json', pipeline=test_pipeline))
+test_dataloader = dict(
+    batch_size=32, num_workers=2, persistent_workers=False,
+    dataset=dict(data_root=data_root, ann_file='test.json', pipeline=test_pipeline))
+test_evaluator = dict(dsl=False)
+
+max_epochs = 3
+train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
+optim_wrapper = dict(optimizer=dict(lr=1e-3, weight_decay=0.05))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-2, by_epoch=True, begin=0, end=0.1 * max_epochs,
+         convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', T_max=0.9 * max_epochs, eta_min=0.0, by_epoch=True,
+         begin=0.1 * max_epochs, end=max_epochs, convert_to_iter_based=True),
+]
+default_hooks = dict(logger=dict(interval=10),
+                     checkpoint=dict(interval=max_epochs, save_best=None, max_keep_ckpts=1))
