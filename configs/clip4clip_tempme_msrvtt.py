@@ -1,6 +1,8 @@
 # Full fine-tuning: CLIP4Clip (seqTransf head) + TempMe merging, ViT-B/32.
 # As in CLIP4Clip: lr 1e-4 for new modules, 1e-3 x that for the pretrained CLIP weights,
 # no weight decay on LayerNorm/bias/embeddings, global batch 128, 5 epochs.
+# Expects the same files as tempme_msrvtt.py (CLIP weights at checkpoints/clip/ViT-B-32.pt,
+# MSR-VTT under data/msrvtt); override with --cfg-options.
 _base_ = ['tempme_msrvtt.py']
 
 model = dict(

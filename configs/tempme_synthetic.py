@@ -46,7 +46,10 @@ test_evaluator = dict(dsl=False)
 
 max_epochs = 3
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
-optim_wrapper = dict(optimizer=dict(lr=1e-3, weight_decay=0.05))
+optim_wrapper = dict(
+    optimizer=dict(lr=1e-3, weight_decay=0.05),
+    # the temporal embeddings are the only path for frame order: let them move faster
+    paramwise_cfg=dict(custom_keys={'temporal_embedding': dict(lr_mult=10.0, decay_mult=0.0)}))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-2, by_epoch=True, begin=0, end=0.1 * max_epochs,
          convert_to_iter_based=True),

@@ -1,5 +1,7 @@
 # Baseline: LoRA r8 with ToMe only (r=2 tokens merged inside each frame at every layer,
 # no merging across frames).
+# Expects the same files as tempme_msrvtt.py (CLIP weights at checkpoints/clip/ViT-B-32.pt,
+# MSR-VTT under data/msrvtt); override with --cfg-options.
 _base_ = ['tempme_msrvtt.py']
 
 model = dict(

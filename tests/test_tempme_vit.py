@@ -121,3 +121,19 @@ def test_lora_rank_must_be_positive(tiny_clip):
     with pytest.raises(ValueError, match='lora.rank'):
         TempMeRetriever(clip=tiny_clip, video_encoder=dict(type='TempMeViT'),
                         lora=dict(rank=0), data_preprocessor=None)
+
+
+def test_vit_b16_geometry_builds_by_name():
+    encoder = MODELS.build(dict(type='TempMeViT', clip=dict(arch='ViT-B-16')))
+    assert encoder.schedule.tokens_per_frame == 197
+    assert encoder.schedule.tokens_per_video()[0] == 12 * 197
+    assert encoder.schedule.output_tokens_per_video < 12 * 197 // 4
+
+
+def test_temporal_embeddings_start_at_zero_unless_asked(tiny_clip):
+    clip = build_open_clip(**tiny_clip)
+    reference = MODELS.build(dict(type='TempMeViT', clip=clip.visual))
+    assert all(torch.count_nonzero(b.temporal_embedding) == 0 for b in reference.blocks[8:11])
+    scratch = MODELS.build(dict(type='TempMeViT', clip=clip.visual, temporal_init_std=0.5))
+    std = torch.cat([b.temporal_embedding.flatten() for b in scratch.blocks[8:11]]).std()
+    assert 0.4 < std < 0.6

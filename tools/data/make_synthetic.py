@@ -56,8 +56,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--captions-per-video', type=int, default=2)
     parser.add_argument(
         '--twin-fraction', type=float, default=0.5,
-        help='share of each split\'s videos that have an order twin (same frames, '
+        help='share of the val/test videos that have an order twin (same frames, '
         'other order)')
+    parser.add_argument(
+        '--train-twin-fraction', type=float, default=1.0,
+        help='the same for the training split: twins are the examples that teach order')
     parser.add_argument(
         '--fps', type=float, default=1.0,
         help='frame rate stored in the mp4 (1: a 1-fps resampler keeps every frame)')
@@ -73,8 +76,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error('--num-test must be >= 1 (the ceiling is computed on it)')
     if args.captions_per_video < 1:
         parser.error('--captions-per-video must be >= 1')
-    if not 0.0 <= args.twin_fraction <= 1.0:
-        parser.error('--twin-fraction must be in [0, 1]')
+    if not (0.0 <= args.twin_fraction <= 1.0 and 0.0 <= args.train_twin_fraction <= 1.0):
+        parser.error('--twin-fraction and --train-twin-fraction must be in [0, 1]')
     if args.fps <= 0:
         parser.error('--fps must be > 0')
     return args
@@ -92,6 +95,7 @@ def config_of(args: argparse.Namespace) -> Dict[str, object]:
         'size': args.size,
         'captions_per_video': args.captions_per_video,
         'twin_fraction': args.twin_fraction,
+        'train_twin_fraction': args.train_twin_fraction,
         'fps': args.fps,
     }
 
@@ -164,7 +168,8 @@ def generate(args: argparse.Namespace, progress: bool = True) -> Dict[str, objec
         rng = np.random.default_rng([args.seed, index])
         videos = synthetic.sample_split(
             rng, config[f'num_{split}'], prefix=split, frames=args.frames, size=args.size,
-            captions_per_video=args.captions_per_video, twin_fraction=args.twin_fraction,
+            captions_per_video=args.captions_per_video,
+            twin_fraction=args.train_twin_fraction if split == 'train' else args.twin_fraction,
             unique_captions=split != 'train')
         multisets: List[tuple] = []
         for video in tqdm(videos, desc=split, unit='video', disable=not progress):

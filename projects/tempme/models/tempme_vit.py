@@ -27,7 +27,7 @@ class TempMeBlock(ResidualBlock):
     """
 
     def __init__(self, block: nn.Module, plan: LayerPlan, temporal_embedding: bool,
-                 prop_attn: bool) -> None:
+                 prop_attn: bool, temporal_init_std: float = 0.0) -> None:
         super().__init__(block)
         self.plan = plan
         self.prop_attn = prop_attn
@@ -35,6 +35,7 @@ class TempMeBlock(ResidualBlock):
         if temporal_embedding and plan.cross_r > 0:
             width = self.ln_1.normalized_shape[0]
             self.temporal_embedding = nn.Parameter(torch.zeros(plan.clips_in, width))
+            nn.init.normal_(self.temporal_embedding, std=temporal_init_std)
             self.register_buffer(
                 'token_clip', clip_of_token(plan.group, plan.tokens_in, plan.cls_in),
                 persistent=False)
@@ -91,13 +92,17 @@ class TempMeViT(nn.Module):
             the merge schedule, see :class:`~projects.tempme.merging.MergeSchedule`.
         temporal_embedding: learn one embedding per clip at each ClipMe layer.
         prop_attn: proportional attention (log of the token sizes added to the logits).
+        temporal_init_std: initial std of the temporal embeddings. TempMe starts them at
+            zero so pretrained CLIP is unchanged at first; a model trained from scratch
+            learns order sooner when clips start out distinguishable.
     """
 
     def __init__(self, clip: Union[nn.Module, dict], num_frames: int = 12,
                  merge_layers: Sequence[int] = (8, 9, 10),
                  clips_per_merge: Sequence[int] = (2, 2, 3), cross_clip_ratio: float = 0.3,
                  intra_clip_ratio: float = 0.1, imgme_r: Union[int, Sequence[int]] = 2,
-                 temporal_embedding: bool = True, prop_attn: bool = True) -> None:
+                 temporal_embedding: bool = True, prop_attn: bool = True,
+                 temporal_init_std: float = 0.0) -> None:
         super().__init__()
         if isinstance(clip, dict):
             from .clip_loading import build_open_clip
@@ -114,7 +119,7 @@ class TempMeViT(nn.Module):
         self.positional_embedding = visual.positional_embedding
         self.ln_pre = visual.ln_pre
         self.blocks = nn.ModuleList(
-            TempMeBlock(block, plan, temporal_embedding, prop_attn)
+            TempMeBlock(block, plan, temporal_embedding, prop_attn, temporal_init_std)
             for block, plan in zip(visual.transformer.resblocks, self.schedule.layers))
         self.ln_post = visual.ln_post
         self.proj = visual.proj
