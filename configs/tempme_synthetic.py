@@ -8,6 +8,8 @@ data_root = 'data/synthetic'
 model = dict(
     lora=None,
     train_mode='full',
+    # trained from scratch: start the clips distinguishable (TempMe's default is zero)
+    video_encoder=dict(temporal_init_std=0.5),
     clip=dict(quick_gelu=False, arch=dict(
         embed_dim=64,
         vision_cfg=dict(width=64, head_width=32),
