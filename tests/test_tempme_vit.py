@@ -137,3 +137,22 @@ def test_temporal_embeddings_start_at_zero_unless_asked(tiny_clip):
     scratch = MODELS.build(dict(type='TempMeViT', clip=clip.visual, temporal_init_std=0.5))
     std = torch.cat([b.temporal_embedding.flatten() for b in scratch.blocks[8:11]]).std()
     assert 0.4 < std < 0.6
+
+
+def test_lora_folds_into_the_weights_for_inference():
+    from projects.tempme.models import merge_lora
+    from projects.tempme.reference import convert_reference_state_dict, reference_model_config
+    fixture = torch.load(FIXTURES[0], weights_only=True)
+    cfg = reference_model_config(fixture['config'])
+    cfg.pop('type')
+    model = TempMeRetriever(**cfg, data_preprocessor=None).eval()
+    model.load_state_dict(convert_reference_state_dict(fixture['state_dict']))
+    with torch.no_grad():
+        before = model.encode_video(fixture['video'].float()), model.encode_text(
+            fixture['text_ids'])
+        merge_lora(model)
+        after = model.encode_video(fixture['video'].float()), model.encode_text(
+            fixture['text_ids'])
+    assert not any('lora_' in name for name, _ in model.named_parameters())
+    for b, a in zip(before, after):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
