@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from mmaction.registry import MODELS
+from mmengine.config import Config
 
 from projects.tempme.models import TempMeRetriever, build_open_clip
 from tools.analysis.check_reference import check_fixture
@@ -89,11 +90,14 @@ def test_wrong_frame_count_is_an_error(tiny_clip):
         encoder(_video(t=8))
 
 
-def test_lora_parameter_count_vit_b32():
-    model = TempMeRetriever(clip=dict(arch='ViT-B-32'), video_encoder=dict(type='TempMeViT'),
-                            data_preprocessor=None)
-    counts = model.parameter_counts()
-    assert counts['trainable'] == 507_648
+@pytest.mark.parametrize('config, trainable', [('configs/tempme_msrvtt.py', 507_648),
+                                               ('configs/lora_msrvtt.py', 491_520)])
+def test_lora_parameter_counts_of_the_vit_b32_configs(config, trainable):
+    cfg = Config.fromfile(config).model.to_dict()
+    cfg.pop('type')
+    cfg['clip']['weights'] = None  # the geometry is what counts
+    model = TempMeRetriever(**cfg)
+    assert model.parameter_counts()['trainable'] == trainable
     lora = sum(p.numel() for n, p in model.named_parameters() if '.lora_' in n)
     vision_lora = sum(p.numel() for n, p in model.named_parameters()
                       if '.lora_' in n and n.startswith('video_encoder.'))

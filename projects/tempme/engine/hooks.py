@@ -25,6 +25,8 @@ class PEFTCheckpointHook(Hook):
     (``load_from``, ``--resume``, ``tools/test.py``) the frozen weights are taken from
     the model as built, i.e. from the configured base CLIP weights.
 
+    Works with models that report ``parameter_counts()`` (``TempMeRetriever``).
+
     Args:
         adapter_only: strip frozen weights from saved checkpoints.
     """
@@ -35,11 +37,10 @@ class PEFTCheckpointHook(Hook):
         self.adapter_only = adapter_only
 
     def before_run(self, runner) -> None:
-        model = _unwrap(runner.model)
-        total = sum(p.numel() for p in model.parameters())
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        runner.logger.info(f'trainable parameters: {trainable:,} of {total:,} '
-                           f'({100 * trainable / max(total, 1):.2f}%)')
+        counts = _unwrap(runner.model).parameter_counts()
+        runner.logger.info(f'trainable parameters: {counts["trainable"]:,} of '
+                           f'{counts["total"]:,} '
+                           f'({100 * counts["trainable"] / max(counts["total"], 1):.2f}%)')
 
     def before_save_checkpoint(self, runner, checkpoint: Dict) -> None:
         if not self.adapter_only:

@@ -71,21 +71,20 @@ def read_clip_state_dict(path: str) -> Dict[str, torch.Tensor]:
     if _is_torchscript(path):
         # TorchScript archives hold code, not pickled Python objects: torch.jit.load
         # reads them without unpickling arbitrary classes.
-        state_dict = torch.jit.load(path, map_location='cpu').state_dict()
-        for key in _OPENAI_EXTRA_KEYS:
-            state_dict.pop(key, None)
-        return dict(state_dict)
-    try:
-        return load_state_dict(path, device='cpu', weights_only=True)
-    except Exception as err:  # noqa: BLE001 - re-raised with the file name
-        raise RuntimeError(f'cannot read CLIP weights from {path!r}: {err}') from err
+        state_dict = dict(torch.jit.load(path, map_location='cpu').state_dict())
+    else:
+        try:
+            state_dict = load_state_dict(path, device='cpu', weights_only=True)
+        except Exception as err:  # noqa: BLE001 - re-raised with the file name
+            raise RuntimeError(f'cannot read CLIP weights from {path!r}: {err}') from err
+    for key in _OPENAI_EXTRA_KEYS:  # OpenAI's scalars, in archives and state dicts alike
+        state_dict.pop(key, None)
+    return state_dict
 
 
 def load_clip_weights(model: torch.nn.Module, path: str) -> None:
     """Load a local weight file into an open_clip ``CLIP``, failing on any mismatch."""
     state_dict = read_clip_state_dict(path)
-    for key in _OPENAI_EXTRA_KEYS:
-        state_dict.pop(key, None)
     if 'logit_scale' in state_dict:
         state_dict['logit_scale'] = state_dict['logit_scale'].reshape(model.logit_scale.shape)
     resize_pos_embed(state_dict, model)

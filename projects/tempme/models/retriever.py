@@ -99,13 +99,12 @@ class TempMeRetriever(BaseModel):
         if mode == 'tensor':
             return text, video
         if mode == 'loss':
-            return self.loss(text, video, inputs['caption_to_video'])
+            return self.loss(text, video)
         if mode == 'predict':
             return self.predict(text, video, inputs['caption_to_video'], data_samples)
         raise ValueError(f'unknown mode {mode!r}')
 
-    def loss(self, text: torch.Tensor, video: torch.Tensor,
-             caption_to_video: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def loss(self, text: torch.Tensor, video: torch.Tensor) -> Dict[str, torch.Tensor]:
         if text.shape[0] != video.shape[0]:
             raise ValueError('training batches need exactly one caption per video, got '
                              f'{text.shape[0]} captions for {video.shape[0]} videos')

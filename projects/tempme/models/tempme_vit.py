@@ -51,12 +51,12 @@ class TempMeBlock(ResidualBlock):
         plan = self.plan
         num_cls = plan.cls_out
         if plan.group > 1:
-            metric = group_clips(x.detach(), plan.group, plan.cls_in)
             x = group_clips(x, plan.group, plan.cls_in)
             if size is not None:
                 size = group_clips(size, plan.group, plan.cls_in)
             if plan.cross_r > 0:
-                merge = bipartite_soft_matching(metric, plan.cross_r, num_cls)
+                # the metric is the block input, before the temporal embedding is added
+                merge = bipartite_soft_matching(x.detach(), plan.cross_r, num_cls)
                 if self.temporal_embedding is not None:
                     x = self._add_temporal(x)
                 x, size = merge_wavg(merge, x, _sizes(x, size))
