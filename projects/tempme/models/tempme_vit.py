@@ -13,7 +13,8 @@ from mmaction.registry import MODELS
 from torch import nn
 
 from ..merging import LayerPlan, MergeSchedule, bipartite_soft_matching, group_clips, merge_wavg
-from ..merging.matching import clip_of_token
+from ..merging.matching import clip_of_token, merge_source
+from ..merging.source import initial_source, source_to_assignment
 from .attention import ResidualBlock
 
 TokenState = Tuple[torch.Tensor, Optional[torch.Tensor]]
@@ -24,6 +25,8 @@ class TempMeBlock(ResidualBlock):
 
     The state passed between blocks is ``(x, size)``: tokens (batch * clips, T, C) and
     how many input patches each token stands for (``None`` until the first merge).
+    A third element, a source map (see :mod:`~projects.tempme.merging.source`), is
+    optional: when present it follows every grouping and merge and is passed on.
     """
 
     def __init__(self, block: nn.Module, plan: LayerPlan, temporal_embedding: bool,
@@ -47,19 +50,24 @@ class TempMeBlock(ResidualBlock):
         return (x.view(-1, *emb.shape) + emb.to(x.dtype)).view_as(x)
 
     def forward(self, state: TokenState) -> TokenState:
-        x, size = state
+        x, size = state[:2]
+        source = state[2] if len(state) > 2 else None
         plan = self.plan
         num_cls = plan.cls_out
         if plan.group > 1:
             x = group_clips(x, plan.group, plan.cls_in)
             if size is not None:
                 size = group_clips(size, plan.group, plan.cls_in)
+            if source is not None:
+                source = group_clips(source, plan.group, plan.cls_in)
             if plan.cross_r > 0:
                 # the metric is the block input, before the temporal embedding is added
                 merge = bipartite_soft_matching(x.detach(), plan.cross_r, num_cls)
                 if self.temporal_embedding is not None:
                     x = self._add_temporal(x)
                 x, size = merge_wavg(merge, x, _sizes(x, size))
+                if source is not None:
+                    source = merge_source(merge, source)
 
         bias = None
         if self.prop_attn and size is not None:
@@ -70,6 +78,10 @@ class TempMeBlock(ResidualBlock):
         if plan.intra_r > 0:
             merge = bipartite_soft_matching(keys.mean(1), plan.intra_r, num_cls)
             x, size = merge_wavg(merge, x, _sizes(x, size))
+            if source is not None:
+                source = merge_source(merge, source)
+        if source is not None:
+            return self.mlp_residual(x), size, source
         return self.mlp_residual(x), size
 
 
@@ -147,6 +159,30 @@ class TempMeViT(nn.Module):
         last = self.schedule.layers[-1]
         cls = x.view(b, last.clips_out, last.tokens_out, -1)[:, :, :last.cls_out]
         return self.ln_post(cls.reshape(b, t, -1)) @ self.proj
+
+    def forward_with_source(self, video: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Features as :meth:`forward`, and where each input token of each frame ended up.
+
+        Returns ``(features, source)``: ``source`` is (B, T, tokens_per_frame) long, the
+        index of the output token (numbered over the video, clip by clip, as
+        ``c * tokens_per_clip + t``) that input token ``j`` of frame ``f`` was merged
+        into; index 0 of every frame is its CLS token. Costs one (T * tokens)-wide
+        map per token, so it is kept out of :meth:`forward`.
+        """
+        b, t = video.shape[:2]
+        if t != self.num_frames:
+            raise ValueError(f'video has {t} frames; the merge schedule was built for '
+                             f'{self.num_frames}')
+        x = self.embed_frames(video.flatten(0, 1))
+        tokens = self.schedule.tokens_per_frame
+        state = (x, None, initial_source(b, t, tokens, device=x.device, dtype=x.dtype))
+        for block in self.blocks:
+            state = block(state)
+        x, source = state[0], state[2]
+        last = self.schedule.layers[-1]
+        cls = x.view(b, last.clips_out, last.tokens_out, -1)[:, :, :last.cls_out]
+        features = self.ln_post(cls.reshape(b, t, -1)) @ self.proj
+        return features, source_to_assignment(source, b).view(b, t, tokens)
 
 
 def _check_visual(visual: nn.Module) -> nn.Module:
