@@ -1,0 +1,153 @@
+"""A video index on disk: L2-normalised embeddings plus a JSON manifest.
+
+Layout of an index folder::
+
+    manifest.json           format, model (config, checkpoint, fingerprint), files, failures
+    embeddings-<id>.npy     float32 (N, D); row i belongs to manifest["files"][i]
+
+Every save writes a new embeddings file, then replaces the manifest that names it
+(temporary file + ``os.replace``, atomic on POSIX), then deletes the old embeddings
+file. A process killed at any point leaves the last saved manifest and the file it
+names intact. Arrays load with ``allow_pickle=False``.
+"""
+import json
+import os
+import tempfile
+import uuid
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .manifest import FileStat
+from .ranking import normalize_rows, top_k
+
+FORMAT = 'tempme-video-index'
+VERSION = 1
+MANIFEST = 'manifest.json'
+
+
+class IndexModelMismatch(RuntimeError):
+    """The index holds embeddings of another model than the one asked for."""
+
+
+def atomic_write(path: str, write: Callable) -> None:
+    """Write through ``write(binary_file)`` into a temporary file, then rename onto ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix=os.path.basename(path))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
+        with os.fdopen(fd, 'wb') as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+class VideoIndex:
+    """Embeddings of a folder of videos and what they were computed with.
+
+    Args:
+        directory: the index folder.
+        model: what :func:`~projects.tempme.apis.inference.describe` reports; its
+            ``fingerprint`` decides whether embeddings can be mixed.
+        files: one :class:`FileStat` per row of ``embeddings``.
+        embeddings: (N, D) rows, normalised on the way in.
+        failed: path -> error of videos that could not be read in the last update.
+        root: the video folder the index mirrors.
+    """
+
+    def __init__(self, directory: str, model: Dict, files: Sequence[FileStat] = (),
+                 embeddings: Optional[np.ndarray] = None, failed: Optional[Dict] = None,
+                 root: Optional[str] = None) -> None:
+        self.directory = directory
+        self.model = dict(model)
+        self.files: List[FileStat] = list(files)
+        self.embeddings = (np.zeros((0, 0), np.float32) if embeddings is None
+                           else normalize_rows(embeddings))
+        if self.embeddings.shape[0] != len(self.files):
+            raise ValueError(f'{len(self.files)} files but {self.embeddings.shape[0]} embeddings')
+        self.failed = dict(failed or {})
+        self.root = root
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    # -- disk ---------------------------------------------------------------------------
+    @staticmethod
+    def exists(directory: str) -> bool:
+        return os.path.isfile(os.path.join(directory, MANIFEST))
+
+    @classmethod
+    def load(cls, directory: str) -> 'VideoIndex':
+        path = os.path.join(directory, MANIFEST)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f'no video index in {directory!r} (no {MANIFEST}); '
+                                    'build one with `tools/search.py index`')
+        with open(path) as f:
+            manifest = json.load(f)
+        if manifest.get('format') != FORMAT or manifest.get('version') != VERSION:
+            raise ValueError(f'{path}: not a {FORMAT} manifest of version {VERSION}')
+        embeddings = np.load(os.path.join(directory, manifest['embeddings']), allow_pickle=False)
+        files = [FileStat(**entry) for entry in manifest['files']]
+        if embeddings.ndim != 2 or embeddings.shape[0] != len(files):
+            raise ValueError(f'{directory}: {manifest["embeddings"]} has shape '
+                             f'{embeddings.shape} for {len(files)} files; rebuild the index '
+                             '(--rebuild)')
+        return cls(directory, manifest['model'], files, embeddings, manifest.get('failed'),
+                   manifest.get('root'))
+
+    def save(self) -> None:
+        os.makedirs(self.directory, exist_ok=True)
+        name = f'embeddings-{uuid.uuid4().hex[:12]}.npy'
+        atomic_write(os.path.join(self.directory, name),
+                     lambda f: np.save(f, self.embeddings, allow_pickle=False))
+        manifest = dict(format=FORMAT, version=VERSION, root=self.root, model=self.model,
+                        embeddings=name, num_videos=len(self.files),
+                        dim=int(self.embeddings.shape[1]),
+                        files=[f.to_dict() for f in self.files], failed=self.failed)
+        text = json.dumps(manifest, indent=1).encode()
+        atomic_write(os.path.join(self.directory, MANIFEST), lambda f: f.write(text))
+        for stale in os.listdir(self.directory):
+            if stale.startswith('embeddings-') and stale.endswith('.npy') and stale != name:
+                os.remove(os.path.join(self.directory, stale))
+
+    # -- contents -------------------------------------------------------------------------
+    def check_model(self, model: Dict) -> None:
+        """Refuse to mix embeddings of two models."""
+        old, new = self.model.get('fingerprint'), model.get('fingerprint')
+        if old != new:
+            raise IndexModelMismatch(
+                f'the index in {self.directory!r} was built with another model '
+                f'(fingerprint {old}: config {self.model.get("config")}, checkpoint '
+                f'{self.model.get("checkpoint")}); this one is {new} (config '
+                f'{model.get("config")}, checkpoint {model.get("checkpoint")}). Embeddings of '
+                'different models are not comparable: pass --rebuild to re-encode every video '
+                'with this model, or use another --index folder.')
+
+    def keep_rows(self, rows: Sequence[int]) -> None:
+        rows = list(rows)
+        self.files = [self.files[i] for i in rows]
+        self.embeddings = self.embeddings[rows] if self.embeddings.size else self.embeddings
+
+    def add(self, files: Sequence[FileStat], embeddings: np.ndarray) -> None:
+        if len(files) != len(embeddings):
+            raise ValueError(f'{len(files)} files but {len(embeddings)} embeddings')
+        if not len(files):
+            return
+        embeddings = normalize_rows(embeddings)
+        if self.embeddings.shape[0] == 0:
+            self.embeddings = embeddings
+        else:
+            self.embeddings = np.concatenate([self.embeddings, embeddings])
+        self.files.extend(files)
+
+    def search(self, query: np.ndarray, k: int = 10) -> List[Tuple[str, float]]:
+        """The ``k`` best (path, cosine score) for a query embedding."""
+        rows, scores = top_k(self.embeddings, query, k)
+        return [(self.files[r].path, float(s)) for r, s in zip(rows, scores)]

@@ -1,0 +1,237 @@
+"""Search your own videos with a TempMe retriever: build an index, then query it by text.
+
+Examples::
+
+    # encode every video under ~/videos (again only new or changed files on later runs)
+    python tools/search.py index ~/videos --config configs/tempme_msrvtt.py \
+        --checkpoint work_dirs/tempme_msrvtt/best.pth --index work_dirs/my_index
+    # the 10 best matches, as text, JSON, or a contact sheet
+    python tools/search.py query work_dirs/my_index "a dog catches a frisbee" --top-k 10
+    python tools/search.py query work_dirs/my_index "a dog catches a frisbee" --json
+    python tools/search.py query work_dirs/my_index "a dog" --sheet hits.png
+
+The index (``projects/tempme/search``) keeps L2-normalised video embeddings and a JSON
+manifest; a query is one matrix product over all of them (exact search).
+"""
+import argparse
+import json
+import os
+import sys
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from mmengine.config import DictAction
+from tqdm import tqdm
+
+from projects.tempme.apis.inference import (LoadedRetriever, VideoReader, check_frames, describe,
+                                            encode_texts, encode_videos, init_retriever)
+from projects.tempme.search import FileStat, VideoIndex, plan_update, scan_videos
+
+
+# -- index --------------------------------------------------------------------------------
+class _DecodedVideos(torch.utils.data.Dataset):
+    """Decode files with the test pipeline; a failure comes back as a message, not a raise."""
+
+    def __init__(self, files: Sequence[FileStat], reader: VideoReader,
+                 loaded: LoadedRetriever) -> None:
+        self.files, self.reader, self.loaded = list(files), reader, loaded
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> Tuple[int, Optional[torch.Tensor], Optional[str]]:
+        path = self.files[i].path
+        try:
+            frames = self.reader(path)
+            check_frames(self.loaded, frames, path)
+            return i, frames, None
+        except Exception as err:  # noqa: BLE001 - any decoder error skips this one file
+            return i, None, f'{type(err).__name__}: {err}'.strip()
+
+
+def build_index(video_dir: str, index_dir: str, config: str, checkpoint: Optional[str] = None,
+                cfg_options: Optional[dict] = None, batch_size: int = 8, workers: int = 0,
+                save_every: int = 100, rebuild: bool = False, device: str = 'cpu',
+                progress: bool = True) -> Dict[str, int]:
+    """Bring the index in ``index_dir`` up to date with the videos under ``video_dir``.
+
+    Returns counts: ``found``, ``encoded``, ``unchanged``, ``changed``, ``removed``,
+    ``failed`` (unreadable, reported on stderr by path) and ``indexed``.
+    """
+    current = scan_videos(video_dir)
+    loaded = init_retriever(config, checkpoint, device=device, cfg_options=cfg_options)
+    model = dict(describe(loaded), cfg_options=cfg_options or {})
+    root = os.path.abspath(video_dir)
+    if VideoIndex.exists(index_dir) and not rebuild:
+        index = VideoIndex.load(index_dir)
+        index.check_model(model)
+        index.model = model
+    else:
+        index = VideoIndex(index_dir, model)
+    is_new = not VideoIndex.exists(index_dir) or rebuild
+    index.root = root
+
+    plan = plan_update(index.files, current)
+    index.keep_rows(plan.keep)
+    index.failed = {}
+    stats = dict(found=len(current), encoded=0, unchanged=plan.unchanged,
+                 changed=len(plan.changed), removed=len(plan.removed), failed=0)
+    loader = torch.utils.data.DataLoader(
+        _DecodedVideos(plan.encode, VideoReader(loaded.cfg), loaded), batch_size=batch_size,
+        num_workers=workers, collate_fn=list)
+    since_save = 0
+    with tqdm(total=len(plan.encode), unit='video', desc='encoding', disable=not progress,
+              file=sys.stderr) as bar:
+        for batch in loader:
+            good = [(i, frames) for i, frames, error in batch if error is None]
+            for i, _, error in batch:
+                if error is not None:
+                    path = plan.encode[i].path
+                    index.failed[path] = error
+                    tqdm.write(f'skipped unreadable video {path}: {error}', file=sys.stderr)
+            if good:
+                feats = encode_videos(loaded, [f.to(device) for _, f in good])
+                index.add([plan.encode[i] for i, _ in good], feats.float().cpu().numpy())
+            stats['encoded'] += len(good)
+            stats['failed'] = len(index.failed)
+            since_save += len(batch)
+            bar.update(len(batch))
+            if since_save >= save_every:
+                index.save()
+                since_save = 0
+    if is_new or plan.encode or plan.removed or plan.changed or since_save:
+        index.save()
+    stats['indexed'] = len(index)
+    return stats
+
+
+# -- query --------------------------------------------------------------------------------
+def load_index_model(index: VideoIndex, config: Optional[str] = None,
+                     checkpoint: Optional[str] = None, device: str = 'cpu') -> LoadedRetriever:
+    """The model an index was built with (or the given one), checked by fingerprint."""
+    info = index.model
+    loaded = init_retriever(config or info['config'], checkpoint or info.get('checkpoint'),
+                            device=device, cfg_options=info.get('cfg_options') or None)
+    index.check_model(describe(loaded))
+    return loaded
+
+
+def query_index(index_dir: str, text: str, top_k: int = 10, config: Optional[str] = None,
+                checkpoint: Optional[str] = None, device: str = 'cpu') -> List[Tuple[str, float]]:
+    """The ``top_k`` videos of the index best matching ``text``: (path, cosine score)."""
+    index = VideoIndex.load(index_dir)
+    loaded = load_index_model(index, config, checkpoint, device)
+    query = encode_texts(loaded, [text])[0].float().cpu().numpy()
+    return index.search(query, top_k)
+
+
+def sample_frames(path: str, count: int, height: int) -> np.ndarray:
+    """``count`` frames spread over the video, side by side, ``height`` pixels high."""
+    import cv2
+    import decord
+    reader = decord.VideoReader(path)
+    idx = np.linspace(0, len(reader) - 1, count).round().astype(int)
+    frames = reader.get_batch(list(idx)).asnumpy()
+    width = max(1, round(frames.shape[2] * height / frames.shape[1]))
+    gap = np.full((height, 4, 3), 255, np.uint8)
+    tiles = []
+    for frame in frames:
+        tiles += [cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA), gap]
+    return np.concatenate(tiles[:-1], axis=1)
+
+
+def draw_contact_sheet(hits: Sequence[Tuple[str, float]], text: str, out: str,
+                       frames: int = 4, height: int = 96) -> None:
+    """One row per hit: a few frames, its rank, score and path."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    rows = max(len(hits), 1)
+    fig, axes = plt.subplots(rows, 1, figsize=(2 + frames * 1.6, 0.4 + 1.45 * rows), dpi=100,
+                             squeeze=False)
+    for ax, (rank, (path, score)) in zip(axes[:, 0], enumerate(hits, 1)):
+        try:
+            strip = sample_frames(path, frames, height)
+        except Exception as err:  # noqa: BLE001 - an unreadable hit still gets its row
+            strip = np.full((height, frames * height, 3), 200, np.uint8)
+            path = f'{path} (unreadable now: {type(err).__name__})'
+        ax.imshow(strip, interpolation='nearest')
+        ax.set_title(f'{rank}. {score:.3f}  {path}', fontsize=7, loc='left')
+        ax.axis('off')
+    if not hits:
+        axes[0, 0].axis('off')
+        axes[0, 0].text(0.5, 0.5, 'no videos in the index', ha='center')
+    fig.suptitle(f'"{text}"  (cosine similarity)', fontsize=9)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+
+
+# -- command line -------------------------------------------------------------------------
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    sub = parser.add_subparsers(dest='command', required=True)
+
+    index = sub.add_parser('index', help='encode the videos of a folder (incremental)')
+    index.add_argument('video_dir', help='folder searched recursively for '
+                       'mp4/avi/mkv/mov/webm files')
+    index.add_argument('--config', required=True, help='model config')
+    index.add_argument('--checkpoint', help='trained checkpoint (whole or adapter-only); '
+                       'default: the configured CLIP weights')
+    index.add_argument('--index', required=True, help='index folder')
+    index.add_argument('--batch-size', type=int, default=8)
+    index.add_argument('--workers', type=int, default=2, help='decoding processes')
+    index.add_argument('--save-every', type=int, default=100,
+                       help='save progress after this many videos (resumable)')
+    index.add_argument('--rebuild', action='store_true',
+                       help='re-encode everything, e.g. after changing the model')
+    index.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    index.add_argument('--cfg-options', nargs='+', action=DictAction,
+                       help='override config entries (recorded in the index)')
+    index.add_argument('--no-progress', action='store_true', help='no progress bar')
+
+    query = sub.add_parser('query', help='rank the indexed videos for a text')
+    query.add_argument('index', help='index folder')
+    query.add_argument('text', help='what to look for')
+    query.add_argument('--top-k', type=int, default=10)
+    query.add_argument('--json', action='store_true', help='print JSON')
+    query.add_argument('--sheet', help='save a contact sheet of the hits (PNG)')
+    query.add_argument('--sheet-frames', type=int, default=4, help='frames per hit on the sheet')
+    query.add_argument('--config', help='config to use instead of the recorded one')
+    query.add_argument('--checkpoint', help='checkpoint to use instead of the recorded one')
+    query.add_argument('--device', default='cpu')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.command == 'index':
+        stats = build_index(args.video_dir, args.index, args.config, args.checkpoint,
+                            args.cfg_options, args.batch_size, args.workers, args.save_every,
+                            args.rebuild, args.device, progress=not args.no_progress)
+        print(f'index {args.index}: {stats["indexed"]} videos; {stats["encoded"]} encoded, '
+              f'{stats["unchanged"]} unchanged, {stats["changed"]} changed, '
+              f'{stats["removed"]} removed, {stats["failed"]} unreadable'
+              + (' (listed above)' if stats['failed'] else ''))
+        return stats
+    hits = query_index(args.index, args.text, args.top_k, args.config, args.checkpoint,
+                       args.device)
+    if args.json:
+        print(json.dumps(dict(query=args.text, index=os.path.abspath(args.index),
+                              results=[dict(rank=r, path=p, score=s)
+                                       for r, (p, s) in enumerate(hits, 1)]), indent=1))
+    else:
+        for rank, (path, score) in enumerate(hits, 1):
+            print(f'{rank:3d}  {score:.4f}  {path}')
+    if args.sheet:
+        draw_contact_sheet(hits, args.text, args.sheet, args.sheet_frames)
+        if not args.json:
+            print(f'contact sheet: {args.sheet}')
+    return hits
+
+
+if __name__ == '__main__':
+    main()
