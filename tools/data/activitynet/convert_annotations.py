@@ -1,0 +1,89 @@
+"""Convert ActivityNet Captions into paragraph-retrieval annotation files.
+
+Reads, from SRC, ``train.json`` and ``val_1.json`` (``{"v_ID": {"duration",
+"timestamps": [[start, end], ...], "sentences": [...]}}``) and writes
+``activitynet_train.json`` and ``activitynet_val1.json`` (val_1 is the usual test set):
+one caption per video, its sentences sorted by start time (ties keep file order) and
+joined with a space, videos in file order. The file is ``v_ID.<ext>`` or, as in
+CLIP4Clip's copies, ``ID.<ext>``, whatever the extension (``.mp4``, ``.mkv``, ...).
+
+    python tools/data/activitynet/convert_annotations.py data/activitynet/annotations/raw
+"""
+import argparse
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+
+def _load_tools():
+    """Load the shared converter logic by path: its package imports mmaction2."""
+    name = 'tempme_annotation_tools'
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parents[3] / 'projects/tempme/datasets/annotation_tools.py'
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+tools = _load_tools()
+
+SPLITS = {'activitynet_train.json': 'train.json', 'activitynet_val1.json': 'val_1.json'}
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def paragraph_entries(path: str) -> List['tools.VideoEntry']:
+    data = tools.read_json(path)
+    if not isinstance(data, dict):
+        raise tools.ConversionError(f'{path}: expected an object {{video_id: {{...}}}}')
+    entries = []
+    for video_id, item in data.items():
+        where = f'{path}: video {video_id}'
+        if not isinstance(item, dict):
+            raise tools.ConversionError(f'{where}: expected an object')
+        stamps, sentences = item.get('timestamps'), item.get('sentences')
+        if not isinstance(stamps, list) or not isinstance(sentences, list) or not sentences:
+            raise tools.ConversionError(
+                f'{where}: needs non-empty "timestamps" and "sentences" lists')
+        if len(stamps) != len(sentences):
+            raise tools.ConversionError(
+                f'{where}: {len(stamps)} timestamps but {len(sentences)} sentences')
+        segments = []
+        for i, (stamp, sentence) in enumerate(zip(stamps, sentences)):
+            if not isinstance(stamp, list) or len(stamp) != 2 or not all(map(_is_number, stamp)):
+                raise tools.ConversionError(
+                    f'{where}: timestamps[{i}] is {stamp!r}, expected [start, end]')
+            segments.append((float(stamp[0]),
+                             tools.clean_caption(sentence, f'{where}, sentences[{i}]')))
+        names = [f'{video_id}.mp4']
+        if video_id.startswith('v_'):
+            names.append(f'{video_id[2:]}.mp4')
+        entries.append(tools.VideoEntry(video_id, tuple(names),
+                                        [tools.join_in_time_order(segments)]))
+    return entries
+
+
+def build_splits(src: str) -> Dict[str, List['tools.VideoEntry']]:
+    return {out: paragraph_entries(os.path.join(src, name)) for out, name in SPLITS.items()}
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('src', help='folder with ' + ', '.join(SPLITS.values()))
+    tools.add_common_arguments(parser, 'data/activitynet/videos', 'data/activitynet/annotations')
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    return tools.run_conversion(lambda: build_splits(args.src), args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Convert DiDeMo's moment annotations into paragraph-retrieval annotation files.
+
+Reads, from SRC, ``train_data.json``, ``val_data.json`` and ``test_data.json`` (the
+LocalizingMoments release: a list of ``{video, times, description, ...}``, one per
+moment, ``times`` holding each annotator's ``[start, end]`` in 5-second chunks) and
+writes ``didemo_{train,val,test}.json``: one caption per video, its descriptions joined
+in time order (by the mean annotated start; ties keep file order), videos in order of
+first appearance. File names come from the video root, whatever the extension
+(``.mov``, ``.mp4``, ``.3gp``, ...: the release mixes formats, and copies are often
+transcoded to ``.mp4``).
+
+    python tools/data/didemo/convert_annotations.py data/didemo/annotations/raw
+"""
+import argparse
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+
+def _load_tools():
+    """Load the shared converter logic by path: its package imports mmaction2."""
+    name = 'tempme_annotation_tools'
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parents[3] / 'projects/tempme/datasets/annotation_tools.py'
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+tools = _load_tools()
+
+SPLITS = {'didemo_train.json': 'train_data.json', 'didemo_val.json': 'val_data.json',
+          'didemo_test.json': 'test_data.json'}
+
+
+def _start(times: object, where: str) -> float:
+    """Mean annotated start (in chunks) of one moment."""
+    if not isinstance(times, list) or not times:
+        raise tools.ConversionError(f'{where}: "times" must be a non-empty list of [start, end]')
+    starts = []
+    for t in times:
+        if (not isinstance(t, (list, tuple)) or len(t) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in t)):
+            raise tools.ConversionError(f'{where}: malformed time {t!r} (expected [start, end])')
+        starts.append(float(t[0]))
+    return sum(starts) / len(starts)
+
+
+def paragraph_entries(path: str) -> List['tools.VideoEntry']:
+    data = tools.read_json(path)
+    if not isinstance(data, list):
+        raise tools.ConversionError(f'{path}: expected a list of moments')
+    moments: Dict[str, List[Tuple[float, str]]] = {}
+    for i, item in enumerate(data):
+        where = f'{path}: entry {i}'
+        if not isinstance(item, dict) or not isinstance(item.get('video'), str) \
+                or not item['video'].strip():
+            raise tools.ConversionError(f'{where}: expected an object with a "video" name')
+        video = item['video'].strip()
+        where += f' (video {video})'
+        start = _start(item.get('times'), where)
+        moments.setdefault(video, []).append(
+            (start, tools.clean_caption(item.get('description'), where)))
+    return [tools.VideoEntry(video, (video, ), [tools.join_in_time_order(segments)])
+            for video, segments in moments.items()]
+
+
+def build_splits(src: str) -> Dict[str, List['tools.VideoEntry']]:
+    return {out: paragraph_entries(os.path.join(src, name)) for out, name in SPLITS.items()}
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('src', help='folder with ' + ', '.join(SPLITS.values()))
+    tools.add_common_arguments(parser, 'data/didemo/videos', 'data/didemo/annotations')
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    return tools.run_conversion(lambda: build_splits(args.src), args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
