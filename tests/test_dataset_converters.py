@@ -145,6 +145,7 @@ def test_missing_videos_are_listed_and_nothing_is_written(msrvtt_data, tmp_path,
     err = capsys.readouterr().err
     assert "split 'msrvtt_train_9k': 1 of 4 videos are missing" in err
     assert 'video2 (looked for video2.mp4)' in err
+    assert "split 'msrvtt_test_1k': 1 of 2 videos are missing" in err and 'video5' in err
     assert not out.exists()  # no split is written when one fails
 
 
@@ -216,6 +217,21 @@ def test_didemo_paragraphs_in_time_order_and_extensions_resolved(tmp_path, video
         'b.3gp': ['b only.']}
     assert _read(out / 'didemo_val.json') == {'c.avi': ['val.']}  # the named file first
     assert _read(out / 'didemo_test.json') == {'d.mp4': ['earlier. later.']}
+
+
+def test_cli_exits_non_zero_and_lists_missing_videos(tmp_path, video_bytes):
+    src = _didemo_src(tmp_path / 'raw')
+    videos = _videos(tmp_path / 'videos', ['a.mp4', 'c.avi'], video_bytes)
+    run = subprocess.run(
+        [sys.executable, 'tools/data/didemo/convert_annotations.py', str(src),
+         '--video-root', str(videos), '--out-dir', str(tmp_path / 'ann')],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert "split 'didemo_train': 1 of 2 videos are missing" in run.stderr
+    assert 'b.3gp (looked for b.3gp)' in run.stderr
+    assert "split 'didemo_test': 1 of 1 videos are missing" in run.stderr  # all at once
+    assert 'didemo_val' not in run.stderr
+    assert not (tmp_path / 'ann').exists()
 
 
 def test_didemo_malformed_times_name_the_entry(tmp_path):

@@ -216,11 +216,9 @@ class VideoIndex:
         for folder, _, names in os.walk(root, followlinks=True):
             rel_folder = os.path.relpath(folder, root)
             for name in names:
-                rel = PurePosixPath(*Path(rel_folder, name).parts).as_posix()
-                if rel.startswith('./'):
-                    rel = rel[2:]
                 if os.path.splitext(name)[1].lower() not in VIDEO_EXTENSIONS:
                     continue
+                rel = Path(rel_folder, name).as_posix()  # Path drops a leading '.'
                 self.files.add(rel)
                 self._by_path_stem.setdefault(strip_video_extensions(rel), []).append(rel)
                 self._by_name_stem.setdefault(strip_video_extensions(name), []).append(rel)
@@ -342,21 +340,32 @@ def run_conversion(build_splits: Callable[[], Dict[str, Sequence[VideoEntry]]],
                    err: Optional[TextIO] = None) -> int:
     """Parse, resolve every split, then write them all; 0 on success, 1 on an error.
 
-    ``build_splits`` returns ``{output file name: entries}``. Nothing is written unless
-    every split converts, so a failed run leaves earlier outputs as they were.
+    ``build_splits`` returns ``{output file name: entries}``. Missing videos of every
+    split are reported together. Nothing is written unless every split converts, so a
+    failed run leaves earlier outputs as they were.
     """
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
+    results: Dict[str, SplitResult] = {}
+    missing: List[MissingVideosError] = []
     try:
         splits = build_splits()
         index = None
         if not args.no_video_check:
             index = VideoIndex(args.video_root)
             print(f'{len(index)} video files under {args.video_root}', file=out)
-        results = {name: resolve_split(Path(name).stem, entries, index, args.drop_missing)
-                   for name, entries in splits.items()}
-    except (ConversionError, MissingVideosError) as error:
+        for name, entries in splits.items():
+            try:
+                results[name] = resolve_split(Path(name).stem, entries, index,
+                                              args.drop_missing)
+            except MissingVideosError as error:
+                missing.append(error)  # report every split's missing videos at once
+    except ConversionError as error:
         print(f'error: {error}', file=err)
+        return 1
+    if missing:
+        for error in missing:
+            print(f'error: {error}', file=err)
         return 1
     for name, result in results.items():
         path = os.path.join(args.out_dir, name)
