@@ -1,9 +1,14 @@
 """Video-text retrieval data: the dataset, caption tokenization and input packing."""
 from .group_sampler import VideoGroupSampler, load_groups
-from .transforms import OpenCLIPTokenize, PackVideoTextInputs, tokenize_captions
-from .video_text_dataset import AnnotationError, VideoTextRetrievalDataset, load_video_captions
+from .transforms import (OpenCLIPTokenize, PackVideoTextInputs, caption_token_count,
+                         tokenize_captions, truncated_captions)
+from .video_check import VideoProbe, probe_video, probe_videos
+from .video_text_dataset import (AnnotationError, VideoCheckError, VideoLoadError,
+                                 VideoTextRetrievalDataset, load_video_captions)
 
 __all__ = [
     'AnnotationError', 'OpenCLIPTokenize', 'PackVideoTextInputs', 'VideoTextRetrievalDataset',
-    'load_video_captions', 'tokenize_captions', 'VideoGroupSampler', 'load_groups'
+    'load_video_captions', 'tokenize_captions', 'VideoGroupSampler', 'load_groups',
+    'VideoCheckError', 'VideoLoadError', 'VideoProbe', 'probe_video', 'probe_videos',
+    'caption_token_count', 'truncated_captions'
 ]

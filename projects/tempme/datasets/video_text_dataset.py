@@ -21,16 +21,38 @@ Pipeline (the one the configs use; sizes are CLIP's)::
 """
 import json
 import os.path as osp
+import threading
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
+from mmaction.datasets.transforms import DecordInit
 from mmaction.registry import DATASETS, TRANSFORMS
 from mmengine.dataset import BaseDataset
+from mmengine.dist import all_gather_object, get_dist_info
 from mmengine.fileio import exists, get
+from mmengine.logging import MMLogger
+from tqdm import tqdm
+
+from .transforms import OpenCLIPTokenize, truncated_captions
+from .video_check import VideoProbe, probe_videos, shard, unshard
+
+#: Bad videos named in an exception message; the log lists all of them.
+_LISTED_IN_ERROR = 20
+#: Other videos tried in 'skip' mode before a load failure is declared hopeless.
+_MAX_REPLACEMENTS = 10
+_ON_BAD_VIDEO = ('error', 'skip')
 
 
 class AnnotationError(ValueError):
     """An annotation file that cannot be used as it is."""
+
+
+class VideoCheckError(RuntimeError):
+    """Videos of the annotation that cannot be read, found before any training step."""
+
+
+class VideoLoadError(RuntimeError):
+    """A video that failed while its item was loaded (names the file)."""
 
 
 def _reject_duplicate_keys(ann_file: str) -> Callable[[List[Tuple[str, Any]]], dict]:
@@ -49,6 +71,23 @@ def _reject_duplicate_keys(ann_file: str) -> Callable[[List[Tuple[str, Any]]], d
     return hook
 
 
+def _entry_with_bad_bytes(raw: bytes) -> str:
+    """``', video 'x.mp4', caption 2'`` for the first entry holding undecodable bytes."""
+    try:
+        videos = json.loads(raw.decode('utf-8-sig', errors='replace'))
+    except ValueError:
+        return ''
+    if not isinstance(videos, dict):
+        return ''
+    for video, captions in videos.items():
+        if '\ufffd' in video:
+            return f', video {video!r}'
+        for i, caption in enumerate(captions if isinstance(captions, list) else []):
+            if isinstance(caption, str) and '\ufffd' in caption:
+                return f', video {video!r}, caption {i}'
+    return ''
+
+
 def load_video_captions(ann_file: str) -> Dict[str, List[str]]:
     """Read and validate a ``{video_file: [caption, ...]}`` JSON file, in file order.
 
@@ -63,8 +102,8 @@ def load_video_captions(ann_file: str) -> Dict[str, List[str]]:
     except UnicodeDecodeError as err:
         line = raw[:err.start].count(b'\n') + 1
         raise AnnotationError(
-            f'{ann_file}: not valid UTF-8 (byte {err.start}, line {line}): '
-            f'{err.reason}') from None
+            f'{ann_file}: not valid UTF-8 (byte {err.start}, line {line}'
+            f'{_entry_with_bad_bytes(raw)}): {err.reason}; re-save the file as UTF-8') from None
     try:
         videos = json.loads(text, object_pairs_hook=_reject_duplicate_keys(ann_file))
     except json.JSONDecodeError as err:
@@ -98,6 +137,10 @@ def load_video_captions(ann_file: str) -> Dict[str, List[str]]:
     return videos
 
 
+def _bad_video_lines(bad: Sequence[VideoProbe]) -> List[str]:
+    return [f'  {probe.path}: {probe.reason}' for probe in bad]
+
+
 @DATASETS.register_module()
 class VideoTextRetrievalDataset(BaseDataset):
     """Text-video retrieval data: pairs for training, whole videos for evaluation.
@@ -122,10 +165,34 @@ class VideoTextRetrievalDataset(BaseDataset):
     ``int(segment / 2)`` for ``num_clips=1``. A video with fewer than ``clip_len``
     frames gets repeated frames (a 5-frame video gives 0,0,1,1,1,2,2,2,3,3,3,4 in test
     mode), so every item has exactly ``clip_len * num_clips`` frames in time order.
+    Such videos are counted and logged at start-up, not rejected.
+
+    Bad input is found at start-up, before any training step (``full_init``):
+
+    - videos: each file is probed once (exists, not empty, decord opens it, first and
+      last frame decode; see :mod:`.video_check`) with a progress bar. With
+      ``on_bad_video='error'`` every unreadable video is logged with its reason and
+      :class:`VideoCheckError` is raised; with ``'skip'`` they are left out as if
+      absent from the annotation (videos and captions renumbered), and their count and
+      list are logged (a warning that names the changed benchmark in test mode). Under
+      ``torch.distributed`` the ranks split the probing and share the results, so all
+      ranks keep the same videos; every rank must build the dataset, as mmengine's
+      runner does.
+    - a video that passes the probe but fails while an item loads raises
+      :class:`VideoLoadError` naming the file (``'error'``), or (``'skip'``) is logged
+      once and its items are replaced by the next item of another video (deterministic)
+      and counted in ``num_load_failures`` (per process: each dataloader worker counts
+      its own; the metric flags an evaluation that lost videos).
+    - captions longer than the ``OpenCLIPTokenize`` context are counted and logged with
+      an example (they are truncated, as CLIP was trained).
+
+    ``metainfo`` carries ``num_videos``, ``num_captions``, ``num_skipped_videos`` and
+    ``num_truncated_captions``; the retrieval metric reads them to flag partial splits.
 
     Attributes ``videos`` (file names, as in the annotation), ``captions`` (all
     captions by global id) and ``caption_to_video`` (LongTensor: video index of each
-    caption) describe the whole file, for the metric and for tools.
+    caption) describe the videos kept, for the metric and for tools;
+    ``skipped_videos`` lists ``(path, reason)`` of the videos left out.
 
     Args:
         ann_file: Annotation JSON path, relative to ``data_root`` unless absolute.
@@ -134,6 +201,11 @@ class VideoTextRetrievalDataset(BaseDataset):
         data_root: Root of the annotation and the videos.
         data_prefix: ``dict(video=...)``: folder of the videos under ``data_root``.
         test_mode: ``True`` for evaluation (one item per video).
+        check_videos: probe every video at start-up. ``None`` (default): when the
+            pipeline decodes with ``DecordInit``.
+        on_bad_video: ``'error'`` (default) stops with the list of unreadable videos;
+            ``'skip'`` trains/evaluates without them, counted and logged.
+        check_threads: videos probed at once by each process.
         **kwargs: Passed to :class:`mmengine.dataset.BaseDataset`.
     """
 
@@ -143,10 +215,24 @@ class VideoTextRetrievalDataset(BaseDataset):
                  data_root: str = '',
                  data_prefix: Optional[Dict[str, str]] = None,
                  test_mode: bool = False,
+                 check_videos: Optional[bool] = None,
+                 on_bad_video: str = 'error',
+                 check_threads: int = 4,
                  **kwargs) -> None:
         data_prefix = dict(video='') if data_prefix is None else dict(data_prefix)
         if 'video' not in data_prefix:
             raise KeyError(f"data_prefix needs a 'video' entry, got {data_prefix}")
+        if on_bad_video not in _ON_BAD_VIDEO:
+            raise ValueError(
+                f'on_bad_video must be one of {_ON_BAD_VIDEO}, got {on_bad_video!r}')
+        if check_threads < 1:
+            raise ValueError(f'check_threads must be >= 1, got {check_threads}')
+        self.check_videos = check_videos
+        self.on_bad_video = on_bad_video
+        self.check_threads = check_threads
+        self.skipped_videos: List[Tuple[str, str]] = []
+        self.num_load_failures = 0
+        self._failed_files: set = set()
         self._videos: List[str] = []
         self._captions: List[str] = []
         self._caption_to_video = torch.zeros(0, dtype=torch.long)
@@ -162,6 +248,8 @@ class VideoTextRetrievalDataset(BaseDataset):
     def load_data_list(self) -> List[dict]:
         """Turn the annotation into pair items (training) or video items (evaluation)."""
         annotation = load_video_captions(self.ann_file)
+        annotation = self._drop_unreadable_videos(annotation)
+        num_truncated = self._report_long_captions(annotation)
         videos: List[str] = []
         captions: List[str] = []
         caption_to_video: List[int] = []
@@ -186,8 +274,169 @@ class VideoTextRetrievalDataset(BaseDataset):
         self._videos = videos
         self._captions = captions
         self._caption_to_video = torch.tensor(caption_to_video, dtype=torch.long)
-        self._metainfo.update(num_videos=len(videos), num_captions=len(captions))
+        self._metainfo.update(
+            num_videos=len(videos), num_captions=len(captions),
+            num_skipped_videos=len(self.skipped_videos),
+            num_truncated_captions=num_truncated)
         return data_list
+
+    # -- start-up checks ----------------------------------------------------------------
+
+    def _transforms(self) -> List[Any]:
+        return list(getattr(self.pipeline, 'transforms', []))
+
+    def _should_check_videos(self) -> bool:
+        if self.check_videos is not None:
+            return bool(self.check_videos)
+        return any(isinstance(t, DecordInit) for t in self._transforms())
+
+    def _frames_per_item(self) -> Optional[int]:
+        for t in self._transforms():
+            if hasattr(t, 'clip_len') and hasattr(t, 'num_clips'):
+                return int(t.clip_len) * int(t.num_clips)
+        return None
+
+    def _probe_all(self, filenames: List[str]) -> List[VideoProbe]:
+        """Probe with a progress bar on rank 0; ranks share the work and the results."""
+        rank, world_size = get_dist_info()
+        mine = shard(filenames, rank, world_size)
+        lock = threading.Lock()
+        with tqdm(total=len(mine), disable=rank != 0, unit='video', mininterval=1.0,
+                  desc=f'checking videos of {osp.basename(self.ann_file)}') as bar:
+
+            def advance(_: VideoProbe) -> None:
+                with lock:
+                    bar.update()
+
+            probes = probe_videos(mine, self.check_threads, on_done=advance)
+        if world_size > 1:
+            probes = unshard(all_gather_object(probes), len(filenames))
+        return probes
+
+    def _drop_unreadable_videos(self, annotation: Dict[str, List[str]]
+                                ) -> Dict[str, List[str]]:
+        self.skipped_videos = []
+        if not self._should_check_videos():
+            return annotation
+        logger = MMLogger.get_current_instance()
+        names = list(annotation)
+        probes = self._probe_all([osp.join(self.data_prefix['video'], v) for v in names])
+        bad = [(name, probe) for name, probe in zip(names, probes) if not probe.ok]
+        self._report_short_videos(probes, logger)
+        if not bad:
+            logger.info(f'{self.ann_file}: all {len(names)} videos are readable')
+            return annotation
+
+        bad_probes = [probe for _, probe in bad]
+        header = (f'{self.ann_file}: {len(bad)} of {len(names)} videos cannot be read '
+                  f"(videos under {self.data_prefix['video']!r})")
+        if all(probe.reason == 'file not found' for probe in bad_probes) and \
+                len(bad) == len(names):
+            header += "; none exists: check data_root and data_prefix['video']"
+        if self.on_bad_video == 'error' or len(bad) == len(names):
+            logger.error('\n'.join([header + ':'] + _bad_video_lines(bad_probes)))
+            listed = _bad_video_lines(bad_probes[:_LISTED_IN_ERROR])
+            if len(bad) > _LISTED_IN_ERROR:
+                listed.append(f'  ... and {len(bad) - _LISTED_IN_ERROR} more (all are '
+                              'listed in the log)')
+            remedy = ('nothing would be left to use' if self.on_bad_video == 'skip' else
+                      "fix or remove them, or set on_bad_video='skip' on the dataset to "
+                      'leave them out (counted and logged); '
+                      'tools/analysis/check_dataset.py CONFIG checks a config '
+                      'without training')
+            raise VideoCheckError('\n'.join([header + ':'] + listed + [remedy]))
+
+        skipped = {name for name, _ in bad}
+        self.skipped_videos = [(probe.path, str(probe.reason)) for probe in bad_probes]
+        num_captions = sum(len(annotation[name]) for name in skipped)
+        message = (f"{header}; on_bad_video='skip' leaves them and their {num_captions} "
+                   'captions out:\n' + '\n'.join(_bad_video_lines(bad_probes)))
+        if self.test_mode:
+            message = (f'EVALUATION ON A PARTIAL SPLIT: {len(bad)} of {len(names)} videos '
+                       'skipped, so metrics are not comparable with results on the full '
+                       f'split.\n{message}')
+        logger.warning(message)
+        return {name: caps for name, caps in annotation.items() if name not in skipped}
+
+    def _report_short_videos(self, probes: Sequence[VideoProbe], logger: Any) -> None:
+        frames = self._frames_per_item()
+        if frames is None:
+            return
+        short = [p for p in probes if p.ok and p.num_frames < frames]
+        if short:
+            logger.info(
+                f'{self.ann_file}: {len(short)} videos have fewer than the {frames} frames '
+                f'an item samples; their frames are repeated in time order (e.g. '
+                f'{short[0].path}: {short[0].num_frames} frames)')
+
+    def _report_long_captions(self, annotation: Dict[str, List[str]]) -> int:
+        """Count (and log one example of) captions the tokenizer will truncate."""
+        tokenizers = [t for t in self._transforms() if isinstance(t, OpenCLIPTokenize)]
+        if not tokenizers:
+            return 0
+        context_length = tokenizers[0].context_length
+        flat = [(video, i, caption) for video, caps in annotation.items()
+                for i, caption in enumerate(caps)]
+        long = truncated_captions([caption for _, _, caption in flat], context_length)
+        if long:
+            video, i, caption = flat[long[0]]
+            MMLogger.get_current_instance().warning(
+                f'{self.ann_file}: {len(long)} of {len(flat)} captions are longer than '
+                f'{context_length - 2} tokens and are truncated to context_length='
+                f'{context_length} (first: video {video!r}, caption {i}: {caption!r})')
+        return len(long)
+
+    # -- loading --------------------------------------------------------------------------
+
+    def prepare_data(self, idx: int) -> Any:
+        """Run the pipeline; a failure names the file (and in 'skip' mode is replaced)."""
+        if self._failed_files:
+            filename = self.get_data_info(idx)['filename']
+            if filename in self._failed_files:
+                return self._replace_failed_item(idx, filename)
+        try:
+            return super().prepare_data(idx)
+        except Exception as err:
+            filename = self.get_data_info(idx)['filename']
+            if self.on_bad_video == 'error':
+                raise VideoLoadError(
+                    f'{filename} (dataset item {idx}) failed to load: '
+                    f"{type(err).__name__}: {err}. Set on_bad_video='skip' on the dataset "
+                    'to replace such items (counted and logged)') from err
+            self._note_failed_file(filename, err)
+            return self._replace_failed_item(idx, filename)
+
+    def _note_failed_file(self, filename: str, err: BaseException) -> None:
+        self._failed_files.add(filename)
+        where = 'EVALUATION ON A PARTIAL SPLIT: ' if self.test_mode else ''
+        MMLogger.get_current_instance().warning(
+            f"{where}{filename} failed to load; its items are replaced by the next item of "
+            f"another video (on_bad_video='skip'; {len(self._failed_files)} failed videos "
+            f'in this process): {type(err).__name__}: {err}')
+
+    def _replace_failed_item(self, idx: int, filename: str) -> Any:
+        """Load the next item whose video has not failed (deterministic), and count it."""
+        self.num_load_failures += 1
+        tried = 0
+        for step in range(1, len(self)):
+            other_idx = (idx + step) % len(self)
+            other = self.get_data_info(other_idx)['filename']
+            if other in self._failed_files:
+                continue
+            try:
+                return super().prepare_data(other_idx)
+            except Exception as err:
+                self._note_failed_file(other, err)
+                tried += 1
+                if tried >= _MAX_REPLACEMENTS:
+                    break
+        raise VideoLoadError(
+            f'{filename} (dataset item {idx}) failed to load and no other video could '
+            f'replace it ({len(self._failed_files)} videos failed in this process, '
+            f'{tried} while looking for a replacement); the data looks broken beyond '
+            'skipping: run tools/analysis/check_dataset.py')
+
+    # -- whole-split views ----------------------------------------------------------------
 
     def _ensure_loaded(self) -> None:
         if not self._fully_initialized:
