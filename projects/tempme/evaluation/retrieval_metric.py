@@ -66,6 +66,41 @@ def format_metrics(metrics: Dict[str, float], prefix: str = '') -> str:
     return ' | '.join(parts)
 
 
+def _check_finite_features(videos: torch.Tensor, texts: torch.Tensor,
+                           caption_to_video: torch.Tensor, video_ids: List[int]) -> None:
+    """Fail on NaN/inf features, saying how many videos and captions have them.
+
+    A non-finite feature makes its whole similarity row or column NaN, and NaN compares
+    false, so ranking it would fake good ranks instead of exposing a diverged model.
+    """
+    bad_videos = (~torch.isfinite(videos)).any(dim=1)
+    bad_texts = (~torch.isfinite(texts)).any(dim=1)
+    if not (bad_videos.any() or bad_texts.any()):
+        return
+    first = [video_ids[i] for i in bad_videos.nonzero().reshape(-1)[:5].tolist()]
+    first_of_captions = sorted({video_ids[int(caption_to_video[i])]
+                                for i in bad_texts.nonzero().reshape(-1)[:5].tolist()})
+    raise ValueError(
+        f'non-finite (NaN or inf) features: {int(bad_videos.sum())} of {len(video_ids)} '
+        f'videos (first dataset indices {first}) and {int(bad_texts.sum())} of '
+        f'{texts.shape[0]} captions (of videos {first_of_captions}); the model has '
+        'diverged or was fed broken input: check the training loss, the learning rate '
+        'and mixed precision, then evaluate a checkpoint from before the divergence')
+
+
+def _warn_collapsed(feats: torch.Tensor, name: str, logger: Any, atol: float = 1e-5) -> None:
+    """Warn when every (normalised) feature is the same: a collapsed or constant model.
+
+    Exact ties already count against the model; this names the cause, and catches
+    features equal only up to rounding, whose ties rounding noise breaks at random.
+    """
+    if feats.shape[0] > 1 and bool(((feats - feats[:1]).abs() <= atol).all()):
+        logger.warning(
+            f'all {feats.shape[0]} {name} features are identical (within {atol:g} after '
+            'normalisation): the model ignores its input (collapsed, or untrained), so '
+            'these metrics are those of a constant model')
+
+
 # mmaction2 already registers a different ``RetrievalMetric`` (mmaction.evaluation), so
 # this one is registered under its own name: ``dict(type='TempMeRetrievalMetric')``.
 @METRICS.register_module(name='TempMeRetrievalMetric')
@@ -125,6 +160,26 @@ class RetrievalMetric(BaseMetric):
             self.results.append(dict(video_index=int(values['video_index']),
                                      video_feat=video, text_feats=texts))
 
+    def _warn_partial_split(self, num_videos: int, num_captions: int, logger: Any) -> None:
+        """Say loudly when the ranking is not over the whole split the dataset holds."""
+        meta = self.dataset_meta or {}
+        expected = meta.get('num_videos')
+        if expected is not None and num_videos < expected:
+            logger.warning(
+                f'EVALUATION ON A PARTIAL SPLIT: {num_videos} of the {expected} videos of the '
+                'split were evaluated (the others failed to load, see the warnings above); '
+                'metrics are not comparable with results on the full split')
+        skipped = meta.get('num_skipped_videos', 0)
+        if skipped:
+            logger.warning(
+                f'EVALUATION ON A PARTIAL SPLIT: the dataset check skipped {skipped} '
+                'unreadable videos of this split; metrics are not comparable with results '
+                'on the full split')
+        if num_videos == 1:
+            logger.warning(
+                f'only 1 video ({num_captions} captions) was evaluated: text-to-video '
+                'recall is 100% by construction')
+
     def compute_metrics(self, results: List[Dict[str, Any]]) -> Dict[str, float]:
         """Order videos by dataset index, drop padding duplicates, rank, report."""
         if not results:
@@ -141,10 +196,16 @@ class RetrievalMetric(BaseMetric):
         if texts.shape[0] == 0:
             raise ValueError(f'{len(items)} videos were evaluated but none has a caption')
         caption_to_video = torch.repeat_interleave(torch.arange(len(items)), counts)
-        sim = F.normalize(texts, dim=-1) @ F.normalize(videos, dim=-1).T
+        _check_finite_features(videos, texts, caption_to_video,
+                               [int(item['video_index']) for item in items])
+        logger = MMLogger.get_current_instance()
+        self._warn_partial_split(len(items), int(texts.shape[0]), logger)
+        videos, texts = F.normalize(videos, dim=-1), F.normalize(texts, dim=-1)
+        _warn_collapsed(videos, 'video', logger)
+        _warn_collapsed(texts, 'caption', logger)
+        sim = texts @ videos.T
 
         metrics = retrieval_metrics(sim, caption_to_video)
-        logger = MMLogger.get_current_instance()
         logger.info(f'retrieval ({len(items)} videos, {texts.shape[0]} captions): '
                     f'{format_metrics(metrics)}')
         if self.dsl:
