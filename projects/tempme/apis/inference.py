@@ -64,7 +64,9 @@ def init_retriever(config: Union[str, Config], checkpoint: Optional[str] = None,
     base = cfg.model.get('clip', {}).get('weights')
     weights = f'CLIP weights {base}' if base else 'random init (the config names no CLIP weights)'
     if checkpoint is not None:
-        weights = f'{load_retriever_checkpoint(model, checkpoint)} over {weights}'
+        loaded_from = load_retriever_checkpoint(model, checkpoint)
+        adapter = loaded_from.startswith('adapter')
+        weights = f'{loaded_from} over {weights}' if adapter else f'{loaded_from} (all weights)'
     model.to(device).eval()
     config_path = os.path.abspath(config) if isinstance(config, (str, os.PathLike)) else ''
     return LoadedRetriever(model, cfg, config_path, checkpoint, weights)
