@@ -17,6 +17,7 @@ import sys
 
 import torch
 
+from projects.tempme.fileio import atomic_write
 from projects.tempme.models import TempMeRetriever
 from projects.tempme.reference import (convert_reference_state_dict, geometry_from_state_dict,
                                        reference_model_config)
@@ -68,10 +69,7 @@ def convert(args: argparse.Namespace) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     checkpoint = convert(args)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    tmp = args.out + '.tmp'
-    torch.save(checkpoint, tmp)
-    os.replace(tmp, args.out)
+    atomic_write(args.out, lambda tmp: torch.save(checkpoint, tmp))
     enc = checkpoint['meta']['video_encoder']
     print(f'saved {args.out}\nevaluate with a config whose model.video_encoder has: '
           f'merge_layers={enc["merge_layers"]}, clips_per_merge={enc["clips_per_merge"]}, '

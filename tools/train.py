@@ -46,8 +46,9 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(args.config))[0])
-    if args.amp:
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    if args.amp:  # keep the non-finite loss check of GuardedOptimWrapper under AMP
+        guarded = cfg.optim_wrapper.get('type') == 'GuardedOptimWrapper'
+        cfg.optim_wrapper.type = 'GuardedAmpOptimWrapper' if guarded else 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None

@@ -7,9 +7,12 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=20, ignore_last=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=2,
+    # Written atomically; last_checkpoint moves only once a checkpoint is complete.
+    checkpoint=dict(type='AtomicCheckpointHook', interval=1, max_keep_ckpts=2,
                     save_best='retrieval/R_sum', rule='greater'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
+    # A checkpoint that does not fit the model fails with its missing/unexpected keys.
+    strict_load=dict(type='StrictLoadHook'),
 )
 custom_hooks = [
     dict(type='PEFTCheckpointHook', adapter_only=True),

@@ -25,7 +25,7 @@ from mmengine.logging.history_buffer import HistoryBuffer
 
 __all__ = [
     'APPLIED', 'SAFE_CHECKPOINT_GLOBALS', 'CheckpointLoadError', 'MissingDRN', 'apply_fixes',
-    'fix_missing_drn', 'fix_transformers_for_vindlu',
+    'fix_missing_drn', 'fix_transformers_for_vindlu', 'install_safe_checkpoint_loader',
     'register_safe_checkpoint_globals', 'safe_load_checkpoint'
 ]
 
@@ -291,28 +291,71 @@ def register_safe_checkpoint_globals() -> bool:
     return True
 
 
+def _refused_globals(path: Union[str, os.PathLike]) -> List[str]:
+    """Globals a checkpoint would import that the allow-list does not contain."""
+    try:
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(os.fspath(path))
+    except Exception:  # not a zip checkpoint, or torch too old: the error says enough
+        return []
+    allowed = {entry[1] if isinstance(entry, tuple) else f'{entry.__module__}.{entry.__qualname__}'
+               for entry in SAFE_CHECKPOINT_GLOBALS}
+    return [name for name in unsafe if name not in allowed]
+
+
 def safe_load_checkpoint(path: Union[str, os.PathLike],
                          map_location: Any = 'cpu') -> Any:
     """Load a checkpoint with ``weights_only=True`` and :data:`SAFE_CHECKPOINT_GLOBALS`.
 
     Works whether or not the allow-list is registered globally, and leaves the global
     registration as it was. Raises :class:`CheckpointLoadError` naming the file when torch
-    refuses or cannot read it.
+    refuses or cannot read it, and the code a refused file asked to run.
     """
     serialization = torch.serialization
     if not hasattr(serialization, 'safe_globals'):
         raise CheckpointLoadError(
             f'cannot load {os.fspath(path)!r} safely: torch {torch.__version__} has no '
             'torch.serialization.safe_globals (needs torch >= 2.5)')
+    if not os.path.isfile(path):
+        raise CheckpointLoadError(f'checkpoint not found: {os.fspath(path)!r}')
     registered = serialization.get_safe_globals()
     # safe_globals removes on exit what it was given, so pass only what is not yet registered.
     extra = [entry for entry in SAFE_CHECKPOINT_GLOBALS if entry not in registered]
     try:
         with serialization.safe_globals(extra):
             return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        refused = _refused_globals(path)
+        why = (f'it asks to import {", ".join(refused)}, which no checkpoint of this project '
+               'holds: it may run code when unpickled. Load it only if you trust its source '
+               '(and never with weights_only=False otherwise). ' if refused else '')
+        raise CheckpointLoadError(
+            f'refused to load checkpoint {os.fspath(path)!r} with weights_only=True: {why}'
+            f'torch says: {exc}') from exc
     except Exception as exc:
         raise CheckpointLoadError(
-            f'cannot load checkpoint {os.fspath(path)!r} with weights_only=True: {exc}') from exc
+            f'cannot load checkpoint {os.fspath(path)!r} with weights_only=True (is it '
+            f'complete and a torch checkpoint?): {exc}') from exc
+
+
+def _load_local_checkpoint(filename: str, map_location: Any = None) -> Any:
+    """mmengine's loader for local paths, always with ``weights_only=True``."""
+    return safe_load_checkpoint(os.path.expanduser(filename), map_location=map_location)
+
+
+def install_safe_checkpoint_loader() -> bool:
+    """Load local checkpoints in mmengine through :func:`safe_load_checkpoint`.
+
+    Targets mmengine 0.10.7, whose local loader calls ``torch.load`` without
+    ``weights_only``: unrestricted unpickling on torch < 2.6, and on every torch a bare
+    UnpicklingError without the file name. ``load_from``, ``--resume`` and ``tools/test.py``
+    all go through that loader, which is replaced for paths without a URL scheme. Returns
+    True when it was installed now.
+    """
+    from mmengine.runner.checkpoint import CheckpointLoader
+    if CheckpointLoader._schemes.get('') is _load_local_checkpoint:
+        return False
+    CheckpointLoader.register_scheme(prefixes='', loader=_load_local_checkpoint, force=True)
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,3 +372,5 @@ def apply_fixes() -> Dict[str, Any]:
 
 #: What the fixes did when this module was first imported.
 APPLIED = apply_fixes()
+#: Whether mmengine's local checkpoint loader was replaced by the weights-only one.
+SAFE_LOADER_INSTALLED = install_safe_checkpoint_loader()

@@ -7,8 +7,12 @@ train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 
+# A NaN / inf loss or gradient stops the run before the step is applied ('skip' drops such
+# steps instead, stopping after more than max_consecutive_skips in a row).
 optim_wrapper = dict(
-    type='OptimWrapper',
+    type='GuardedOptimWrapper',
+    on_nonfinite='stop',
+    max_consecutive_skips=10,
     optimizer=dict(type='AdamW', lr=6e-4, weight_decay=0.2, betas=(0.9, 0.98), eps=1e-6),
     clip_grad=dict(max_norm=1.0, norm_type=2))
 

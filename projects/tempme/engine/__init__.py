@@ -1,4 +1,11 @@
-"""mmengine glue: training hooks."""
+"""mmengine glue: training hooks, fault-tolerant checkpointing and optimizer steps."""
+from .atomic_checkpoint import AtomicCheckpointHook, AtomicLocalBackend
 from .hooks import EpochSeedHook, PEFTCheckpointHook
+from .nonfinite import GuardedAmpOptimWrapper, GuardedOptimWrapper, NonFiniteLossError
+from .strict_load import CheckpointMismatchError, StrictLoadHook
 
-__all__ = ['EpochSeedHook', 'PEFTCheckpointHook']
+__all__ = [
+    'AtomicCheckpointHook', 'AtomicLocalBackend', 'CheckpointMismatchError', 'EpochSeedHook',
+    'GuardedAmpOptimWrapper', 'GuardedOptimWrapper', 'NonFiniteLossError', 'PEFTCheckpointHook',
+    'StrictLoadHook'
+]

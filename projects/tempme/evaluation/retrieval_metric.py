@@ -12,10 +12,7 @@ Keeping the captions with their video makes the caption -> video index implicit 
 survives any sharding of the split across ranks.
 """
 import json
-import os
-import os.path as osp
-import tempfile
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +20,7 @@ from mmaction.registry import METRICS
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger
 
+from ..fileio import atomic_write
 from .ranking import RECALL_AT, dual_softmax, retrieval_metrics
 
 _REQUIRED = ('video_feat', 'text_feats', 'video_index')
@@ -33,25 +31,6 @@ def _field(sample: Any, name: str) -> Any:
     if isinstance(sample, dict):
         return sample.get(name)
     return getattr(sample, name, None)
-
-
-def _atomic_write(path: str, write: Callable[[str], None]) -> None:
-    """Write through a temporary file in the same folder, then rename over ``path``.
-
-    A reader never sees a half-written file, even if the job dies mid-write.
-    """
-    path = osp.abspath(path)
-    folder = osp.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'.{osp.basename(path)}.', suffix='.tmp')
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def format_metrics(metrics: Dict[str, float], prefix: str = '') -> str:
@@ -222,8 +201,8 @@ class RetrievalMetric(BaseMetric):
                 with open(path, 'w') as f:
                     f.write(text + '\n')
 
-            _atomic_write(self.out_file, write_json)
+            atomic_write(self.out_file, write_json)
         if self.dump_sim:
             payload = {'sim': sim, 'caption_to_video': caption_to_video}
-            _atomic_write(self.dump_sim, lambda path: torch.save(payload, path))
+            atomic_write(self.dump_sim, lambda path: torch.save(payload, path))
         return metrics

@@ -1,0 +1,99 @@
+"""Checkpoints that survive a job killed while saving.
+
+mmengine 0.10.7 writes a checkpoint straight to its final name, deletes the oldest kept
+checkpoint *before* writing the new one, and rewrites ``last_checkpoint`` in place: a job
+killed at the wrong moment leaves a truncated ``epoch_N.pth`` that ``--resume`` then fails
+on, or no complete checkpoint at all. :class:`AtomicCheckpointHook` orders the same work so
+that every moment leaves a loadable state:
+
+1. the checkpoint is written to a temporary file in the same folder and renamed over the
+   final name (the ``atomic_local`` file backend, :func:`projects.tempme.fileio.atomic_write`);
+2. ``last_checkpoint`` is replaced, atomically too, only once that file is complete;
+3. checkpoints beyond ``max_keep_ckpts`` are deleted last.
+"""
+import os.path as osp
+from pathlib import Path
+from typing import List, Union
+
+from mmaction.registry import HOOKS
+from mmengine.dist import is_main_process
+from mmengine.fileio import LocalBackend, register_backend
+from mmengine.hooks import CheckpointHook
+
+from ..fileio import atomic_write
+
+__all__ = ['ATOMIC_BACKEND', 'AtomicLocalBackend', 'AtomicCheckpointHook']
+
+#: Name of the file backend, for ``backend_args=dict(backend=ATOMIC_BACKEND)``.
+ATOMIC_BACKEND = 'atomic_local'
+
+
+class AtomicLocalBackend(LocalBackend):
+    """mmengine's local file backend whose writes are atomic."""
+
+    def put(self, obj: bytes, filepath: Union[str, Path]) -> None:
+
+        def write(tmp: str) -> None:
+            with open(tmp, 'wb') as f:
+                f.write(obj)
+
+        atomic_write(filepath, write)
+
+    def put_text(self, obj: str, filepath: Union[str, Path], encoding: str = 'utf-8') -> None:
+        self.put(obj.encode(encoding), filepath)
+
+
+register_backend(ATOMIC_BACKEND, AtomicLocalBackend, force=True)
+
+
+def _is_local(path) -> bool:
+    return path is None or '://' not in str(path)
+
+
+@HOOKS.register_module()
+class AtomicCheckpointHook(CheckpointHook):
+    """``CheckpointHook`` that never leaves a partial checkpoint or a dangling pointer.
+
+    Takes every argument of :class:`mmengine.hooks.CheckpointHook`. Local folders are
+    written through the ``atomic_local`` backend unless ``backend_args`` names another one;
+    remote backends are used as they are.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if (self.backend_args is None and self.file_client_args is None
+                and _is_local(self.out_dir)):
+            self.backend_args = dict(backend=ATOMIC_BACKEND)
+
+    def _rotate(self, runner, step: int) -> List[str]:
+        """Record ``step`` among the kept checkpoints; return the paths that fall out."""
+        if self.max_keep_ckpts <= 0 or (self.keep_ckpt_ids
+                                        and self.keep_ckpt_ids[-1] == step):
+            return []  # nothing is kept, or this step is being saved again (best score)
+        stale = []
+        while len(self.keep_ckpt_ids) >= self.max_keep_ckpts:
+            old = self.keep_ckpt_ids.popleft()
+            stale.append(self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(old)))
+        self.keep_ckpt_ids.append(step)
+        runner.message_hub.update_info('keep_ckpt_ids', list(self.keep_ckpt_ids))
+        return stale
+
+    def _save_checkpoint_with_step(self, runner, step, meta) -> None:
+        stale = self._rotate(runner, step)
+        filename = self.filename_tmpl.format(step)
+        self.last_ckpt = self.file_backend.join_path(self.out_dir, filename)
+        runner.message_hub.update_info('last_ckpt', self.last_ckpt)
+        runner.save_checkpoint(
+            self.out_dir, filename, self.file_client_args, save_optimizer=self.save_optimizer,
+            save_param_scheduler=self.save_param_scheduler, meta=meta, by_epoch=self.by_epoch,
+            backend_args=self.backend_args, **self.args)
+        if not is_main_process():
+            return
+        last = str(self.last_ckpt)
+        atomic_write(osp.join(runner.work_dir, 'last_checkpoint'),
+                     lambda tmp: Path(tmp).write_text(last))
+        for path in stale:
+            if self.file_backend.isfile(path):
+                self.file_backend.remove(path)
+            elif self.file_backend.isdir(path):  # deepspeed checkpoints are folders
+                self.file_backend.rmtree(path)

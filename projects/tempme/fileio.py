@@ -1,0 +1,54 @@
+"""Atomic file writes: a reader sees the old file or the new one, never half of one.
+
+Used for checkpoints, metric files and similarity dumps, so a job killed while writing
+leaves the previous version intact under the final name.
+"""
+import os
+import os.path as osp
+import tempfile
+from typing import Callable, Union
+
+__all__ = ['atomic_write', 'TMP_SUFFIX']
+
+#: Suffix of the temporary files; ``.{name}.XXXX.tmp`` in the target's folder.
+TMP_SUFFIX = '.tmp'
+
+
+def _file_mode(path: str) -> int:
+    """The mode ``open(path, 'w')`` would give: the old file's, else 0o666 less the umask.
+
+    ``mkstemp`` creates private (0o600) files; without this, checkpoints shared in a group
+    folder would become unreadable to the others.
+    """
+    if osp.exists(path):
+        return os.stat(path).st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_write(path: Union[str, os.PathLike], write_fn: Callable[[str], None]) -> str:
+    """Call ``write_fn(tmp_path)``, then rename the temporary file over ``path``.
+
+    The temporary file lives in the target's folder so the final ``os.replace`` is a
+    same-filesystem rename, which POSIX and Windows make atomic. Its data is flushed to
+    disk before the rename, so a crash right after cannot leave an empty file behind. On an
+    exception the temporary file is removed and ``path`` is untouched; a process killed
+    mid-write leaves only a hidden ``.{name}.*.tmp`` file. Returns the absolute path.
+    """
+    path = osp.abspath(os.fspath(path))
+    folder = osp.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'.{osp.basename(path)}.', suffix=TMP_SUFFIX)
+    os.close(fd)
+    try:
+        os.chmod(tmp, _file_mode(path))
+        write_fn(tmp)
+        with open(tmp, 'r+b') as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
