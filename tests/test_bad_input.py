@@ -267,6 +267,41 @@ def test_ranks_agree_on_the_bad_videos(video_dir: Path, monkeypatch: pytest.Monk
     assert len(single.skipped_videos) == len(BAD)
 
 
+def _rank_builds_dataset(rank: int, world_size: int, init_file: str, ann_file: str,
+                         out: str) -> None:
+    import torch.distributed as dist
+    from mmengine.registry import DefaultScope
+
+    import projects.tempme  # noqa: F401
+
+    dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank,
+                            world_size=world_size)
+    try:
+        with DefaultScope.overwrite_default_scope('mmaction'):
+            dataset = DATASETS.build(dict(
+                type='VideoTextRetrievalDataset', ann_file=ann_file,
+                data_prefix=dict(video=str(Path(ann_file).parent / 'videos')),
+                pipeline=pipeline(False), on_bad_video='skip'))
+        Path(out, f'{rank}.json').write_text(json.dumps(
+            dict(videos=dataset.videos, skipped=dataset.skipped_videos)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_real_ranks_keep_the_same_videos(video_dir: Path, tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+
+    ann = video_dir / 'two_ranks.json'
+    ann.write_text(json.dumps(all_videos_annotation()))
+    # Forked ranks start with everything imported (spawned ones would take ~25 s here).
+    mp.start_processes(_rank_builds_dataset, nprocs=2, join=True, start_method='fork',
+                       args=(2, str(tmp_path / 'init'), str(ann), str(tmp_path)))
+    rank0, rank1 = (json.loads((tmp_path / f'{r}.json').read_text()) for r in (0, 1))
+    assert rank0 == rank1
+    assert rank0['videos'] == [name for name in VIDEOS if VIDEOS[name] is None]
+    assert [Path(path).name for path, _ in rank0['skipped']] == BAD
+
+
 def test_error_mode_lists_every_bad_video_with_its_reason(video_dir: Path,
                                                           logs: LogRecords) -> None:
     with pytest.raises(VideoCheckError) as err:
