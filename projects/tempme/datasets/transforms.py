@@ -63,6 +63,8 @@ class OpenCLIPTokenize(BaseTransform):
 
     ``num_truncated`` counts truncated captions seen by this instance (per process:
     each dataloader worker has its own copy); the first one is logged as a warning.
+    ``VideoTextRetrievalDataset`` counts and reports the whole split's long captions
+    once at start-up (``metainfo['num_truncated_captions']``).
 
     Args:
         context_length: Tokens per caption, SOT and EOT included.

@@ -46,6 +46,8 @@ def _short_error(err: BaseException) -> str:
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     text = _DECORD_PREFIX.sub('', lines[-1] if lines else '')
     text = _DECORD_PREFIX.sub('', text)  # nested "Check failed" messages repeat it
+    if text.startswith('Error reading ') and text.endswith('...'):
+        text = 'decord cannot open it'  # its message only repeats the path
     return f'{type(err).__name__}: {text}' if text else type(err).__name__
 
 

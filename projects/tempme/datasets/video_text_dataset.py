@@ -365,9 +365,9 @@ class VideoTextRetrievalDataset(BaseDataset):
         short = [p for p in probes if p.ok and p.num_frames < frames]
         if short:
             logger.info(
-                f'{self.ann_file}: {len(short)} videos have fewer than the {frames} frames '
-                f'an item samples; their frames are repeated in time order (e.g. '
-                f'{short[0].path}: {short[0].num_frames} frames)')
+                f'{self.ann_file}: {len(short)} of {len(probes)} videos have fewer than the '
+                f'{frames} frames an item samples; their frames are repeated in time order '
+                f'(e.g. {short[0].path}: {short[0].num_frames} frames)')
 
     def _report_long_captions(self, annotation: Dict[str, List[str]]) -> int:
         """Count (and log one example of) captions the tokenizer will truncate."""
