@@ -50,12 +50,12 @@ def check_split(dataset_cfg: dict, threads: int) -> Dict[str, object]:
     except (AnnotationError, FileNotFoundError, RuntimeError, TypeError) as err:
         return dict(ok=False, error=f'{type(err).__name__}: {err}', bad_videos=[])
     meta = dataset.metainfo
-    return dict(ok=not dataset.skipped_videos, error=None,
-                ann_file=dataset.ann_file, num_videos=meta['num_videos'] + len(
-                    dataset.skipped_videos),
+    skipped = dataset.skipped_videos
+    return dict(ok=not skipped, error=None, ann_file=dataset.ann_file,
+                num_videos=meta['num_videos'] + len(skipped),
                 num_captions=meta['num_captions'],
                 num_truncated_captions=meta['num_truncated_captions'],
-                bad_videos=[dict(path=p, reason=r) for p, r in dataset.skipped_videos])
+                bad_videos=[dict(path=path, reason=reason) for path, reason in skipped])
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -73,8 +73,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
+    # The datasets log what they find; this tool prints it once, as a report.
     if not MMLogger.check_instance_created('check_dataset'):
-        MMLogger.get_instance('check_dataset', log_level='WARNING')
+        MMLogger.get_instance('check_dataset', log_level='ERROR')
     report: Dict[str, object] = {}
     checked: Dict[str, str] = {}
     for split, dataset_cfg in dataset_configs(cfg, args.split).items():
