@@ -194,3 +194,23 @@ def test_adapter_only_checkpoint_loads_over_the_base_weights(tmp_path):
     torch.save(dict(state_dict=trained), whole)  # not marked adapter-only: must be complete
     with pytest.raises(KeyError, match='missing keys'):
         init_retriever(CONFIG, str(whole))
+
+
+def test_a_killed_indexing_run_resumes_from_its_last_save(tmp_path, videos, monkeypatch):
+    index_dir = str(tmp_path / 'index')
+    real_encode, calls = search_tool.encode_videos, []
+
+    def dies_on_second_batch(loaded, frames):
+        calls.append(len(frames))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_encode(loaded, frames)
+
+    monkeypatch.setattr(search_tool, 'encode_videos', dies_on_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        search_tool.build_index(str(videos), index_dir, CONFIG, batch_size=1, save_every=1,
+                                progress=False)
+    assert len(VideoIndex.load(index_dir)) == 1
+    monkeypatch.setattr(search_tool, 'encode_videos', real_encode)
+    resumed = search_tool.build_index(str(videos), index_dir, CONFIG, progress=False)
+    assert (resumed['unchanged'], resumed['encoded'], resumed['indexed']) == (1, 2, 3)
