@@ -473,6 +473,29 @@ def test_amp_keeps_the_nonfinite_check():
 
 
 # ---------------------------------------------------------------------------------------------
+# Config errors stop the run before any data is read
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('options, error, message', [
+    ({'model.clip.arch': 'ViT-X-99'}, ValueError, "unknown CLIP architecture 'ViT-X-99'"),
+    ({'model.clip.weights': 'missing/ViT-B-32.pt'}, FileNotFoundError,
+     "CLIP weights not found: 'missing/ViT-B-32.pt'.*model.clip.weights"),
+    ({'model.lora.rank': 0}, ValueError, 'lora.rank must be a positive integer, got 0'),
+    ({'model.video_encoder.num_frames': 10}, ValueError,
+     'clips_per_merge 2 at layer 9 does not divide the 5 clips.*num_frames=10'),
+])
+def test_config_errors_come_before_the_data(tmp_path, options, error, message):
+    cfg = Config.fromfile(str(ROOT / CONFIG))
+    cfg.merge_from_dict(options)
+    for split in ('train', 'val', 'test'):  # reading any of it would fail differently
+        cfg[f'{split}_dataloader'].dataset.data_root = str(tmp_path / 'no_data')
+    cfg.work_dir = str(tmp_path / 'work')
+    with pytest.raises(error, match=message):
+        Runner.from_cfg(cfg)
+
+
+# ---------------------------------------------------------------------------------------------
 # A training job killed at a random point resumes to the same result
 # ---------------------------------------------------------------------------------------------
 
