@@ -1,6 +1,8 @@
 """Video search: manifest diffing, exact ranking, the on-disk index and tools/search.py."""
 import json
 import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -214,3 +216,12 @@ def test_a_killed_indexing_run_resumes_from_its_last_save(tmp_path, videos, monk
     monkeypatch.setattr(search_tool, 'encode_videos', real_encode)
     resumed = search_tool.build_index(str(videos), index_dir, CONFIG, progress=False)
     assert (resumed['unchanged'], resumed['encoded'], resumed['indexed']) == (1, 2, 3)
+
+
+def test_cli_names_a_missing_index_without_a_traceback(tmp_path):
+    missing = tmp_path / 'nowhere'
+    done = subprocess.run([sys.executable, 'tools/search.py', 'query', str(missing), 'a dog'],
+                          capture_output=True, text=True)
+    assert done.returncode == 1
+    assert f'error: no video index in {str(missing)!r}' in done.stderr
+    assert 'Traceback' not in done.stderr

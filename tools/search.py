@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from projects.tempme.apis.inference import (LoadedRetriever, VideoReader, check_frames, describe,
                                             encode_texts, encode_videos, init_retriever)
-from projects.tempme.search import FileStat, VideoIndex, plan_update, scan_videos
+from projects.tempme.search import (FileStat, IndexModelMismatch, VideoIndex, plan_update,
+                                    scan_videos)
 
 
 # -- index --------------------------------------------------------------------------------
@@ -234,4 +235,7 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    try:
+        main()
+    except (IndexModelMismatch, FileNotFoundError, NotADirectoryError) as err:
+        sys.exit(f'error: {err}')
