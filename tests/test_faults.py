@@ -462,6 +462,25 @@ def test_every_config_guards_steps_and_checkpoints(path):
     assert cfg.default_hooks.strict_load.type == 'StrictLoadHook'
 
 
+def test_amp_wrapper_checks_the_loss(monkeypatch):
+    """Its construction and loss check on CPU (AMP numerics need a GPU; GradScaler is off)."""
+    from mmengine.optim.optimizer import amp_optimizer_wrapper
+    monkeypatch.setattr(amp_optimizer_wrapper, 'is_cuda_available', lambda: True)
+    from mmaction.registry import OPTIM_WRAPPERS
+    model = nn.Linear(2, 1)
+    wrapper = OPTIM_WRAPPERS.build(dict(type='GuardedAmpOptimWrapper', on_nonfinite='skip',
+                                        optimizer=torch.optim.SGD(model.parameters(), lr=0.1)))
+    assert wrapper.check_grads is False  # the loss scaler handles inf gradients
+    before = model.weight.detach().clone()
+    wrapper.update_params(model(torch.ones(1, 2)).sum() + float('inf'))
+    assert wrapper.skipped_steps == 1 and torch.equal(model.weight, before)
+    wrapper.update_params(model(torch.ones(1, 2)).sum())
+    assert not torch.equal(model.weight, before)
+    wrapper.on_nonfinite = 'stop'
+    with pytest.raises(NonFiniteLossError, match=r'non-finite loss \(nan\)'):
+        wrapper.update_params(model(torch.ones(1, 2)).sum() * float('nan'))
+
+
 def test_amp_keeps_the_nonfinite_check():
     import importlib.util
     spec = importlib.util.spec_from_file_location('train_tool', ROOT / 'tools' / 'train.py')

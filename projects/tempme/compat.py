@@ -326,8 +326,8 @@ def safe_load_checkpoint(path: Union[str, os.PathLike],
     except pickle.UnpicklingError as exc:
         refused = _refused_globals(path)
         why = (f'it asks to import {", ".join(refused)}, which no checkpoint of this project '
-               'holds: it may run code when unpickled. Load it only if you trust its source '
-               '(and never with weights_only=False otherwise). ' if refused else '')
+               'holds, so it may run code when unpickled and was not loaded. Never open a '
+               'file you did not create with weights_only=False. ' if refused else '')
         raise CheckpointLoadError(
             f'refused to load checkpoint {os.fspath(path)!r} with weights_only=True: {why}'
             f'torch says: {exc}') from exc
