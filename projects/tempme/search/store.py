@@ -12,12 +12,13 @@ names intact. Arrays load with ``allow_pickle=False``.
 """
 import json
 import os
-import tempfile
 import uuid
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..fileio import atomic_write
 from .manifest import FileStat
 from .ranking import normalize_rows, top_k
 
@@ -28,25 +29,6 @@ MANIFEST = 'manifest.json'
 
 class IndexModelMismatch(RuntimeError):
     """The index holds embeddings of another model than the one asked for."""
-
-
-def atomic_write(path: str, write: Callable) -> None:
-    """Write through ``write(binary_file)`` into a temporary file, then rename onto ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix=os.path.basename(path))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        with os.fdopen(fd, 'wb') as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 class VideoIndex:
@@ -105,17 +87,21 @@ class VideoIndex:
     def save(self) -> None:
         os.makedirs(self.directory, exist_ok=True)
         name = f'embeddings-{uuid.uuid4().hex[:12]}.npy'
-        atomic_write(os.path.join(self.directory, name),
-                     lambda f: np.save(f, self.embeddings, allow_pickle=False))
+        atomic_write(os.path.join(self.directory, name), self._write_embeddings)
         manifest = dict(format=FORMAT, version=VERSION, root=self.root, model=self.model,
                         embeddings=name, num_videos=len(self.files),
                         dim=int(self.embeddings.shape[1]),
                         files=[f.to_dict() for f in self.files], failed=self.failed)
         text = json.dumps(manifest, indent=1).encode()
-        atomic_write(os.path.join(self.directory, MANIFEST), lambda f: f.write(text))
+        atomic_write(os.path.join(self.directory, MANIFEST),
+                     lambda tmp: Path(tmp).write_bytes(text))
         for stale in os.listdir(self.directory):
             if stale.startswith('embeddings-') and stale.endswith('.npy') and stale != name:
                 os.remove(os.path.join(self.directory, stale))
+
+    def _write_embeddings(self, path: str) -> None:
+        with open(path, 'wb') as f:  # a file object: np.save would append .npy to a name
+            np.save(f, self.embeddings, allow_pickle=False)
 
     # -- contents -------------------------------------------------------------------------
     def check_model(self, model: Dict) -> None:
