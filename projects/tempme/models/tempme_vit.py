@@ -107,6 +107,10 @@ class TempMeViT(nn.Module):
         temporal_init_std: initial std of the temporal embeddings. TempMe starts them at
             zero so pretrained CLIP is unchanged at first; a model trained from scratch
             learns order sooner when clips start out distinguishable.
+        compile: ``torch.compile`` the encoder's forward (``True`` or a dict of
+            ``torch.compile`` arguments, e.g. ``dict(mode='max-autotune')``). The whole
+            forward, matching and merging included, is one graph (tested with
+            ``fullgraph=True``); parameter names and checkpoints are unchanged.
     """
 
     def __init__(self, clip: Union[nn.Module, dict], num_frames: int = 12,
@@ -114,7 +118,8 @@ class TempMeViT(nn.Module):
                  clips_per_merge: Sequence[int] = (2, 2, 3), cross_clip_ratio: float = 0.3,
                  intra_clip_ratio: float = 0.1, imgme_r: Union[int, Sequence[int]] = 2,
                  temporal_embedding: bool = True, prop_attn: bool = True,
-                 temporal_init_std: float = 0.0) -> None:
+                 temporal_init_std: float = 0.0,
+                 compile: Union[bool, dict] = False) -> None:
         super().__init__()
         if isinstance(clip, dict):
             from .clip_loading import build_open_clip
@@ -135,6 +140,8 @@ class TempMeViT(nn.Module):
             for block, plan in zip(visual.transformer.resblocks, self.schedule.layers))
         self.ln_post = visual.ln_post
         self.proj = visual.proj
+        if compile:
+            self.compile(**(compile if isinstance(compile, dict) else {}))
 
     @property
     def num_frames(self) -> int:
