@@ -29,39 +29,53 @@ def max_merge(num_tokens: int, num_cls: int) -> int:
 
 
 class TokenMerge:
-    """One matching decision: the output position of every input token.
+    """One matching decision, kept as index maps so every tensor can follow it.
 
-    ``slots`` (N, T) holds, for each input token, the index of the output token it
-    becomes part of (``None`` for the identity). Keeping the decision as an index map,
-    rather than as a sequence of gathers and scatters, lets every tensor follow it in
-    one operation: a weighted mean is one batched matrix product with a (T - r, T)
-    weight matrix per sequence, which is a small fraction of a block's cost and has a
-    single, cheap backward.
+    ``keep`` (N, T - r): for each output token, the input token that stays in its place
+    (CLS, unmerged source or destination); ``moved`` / ``moved_to`` (N, r): the merged
+    source tokens and the output token each joins; ``slots`` (N, T): the output token of
+    every input token. A size-weighted mean is then one gather of the kept tokens and
+    a scatter-add of the ``r`` moved ones: memory traffic of about one copy, no
+    arithmetic on the whole sequence beyond the weights, and a cheap backward.
     """
 
-    def __init__(self, slots: Optional[torch.Tensor], num_out: int) -> None:
-        self.slots = slots
-        self.num_out = num_out
+    def __init__(self, num_tokens: int, keep: Optional[torch.Tensor] = None,
+                 moved: Optional[torch.Tensor] = None,
+                 moved_to: Optional[torch.Tensor] = None) -> None:
+        self.keep, self.moved, self.moved_to = keep, moved, moved_to
+        self.num_out = num_tokens if keep is None else keep.shape[1]
+        self.slots = None
+        if keep is not None:
+            n, num_out = keep.shape
+            outputs = torch.arange(num_out, device=keep.device).expand(n, num_out)
+            self.slots = keep.new_empty(n, num_tokens).scatter_(1, keep, outputs).scatter_(
+                1, moved, moved_to)
 
     @property
     def is_identity(self) -> bool:
-        return self.slots is None
+        return self.keep is None
 
     def __call__(self, x: torch.Tensor, mode: str = 'sum') -> torch.Tensor:
         """(N, T, C) -> (N, T - r, C), reducing merged tokens with ``mode`` (any
         ``scatter_reduce`` reduction: ``sum``, ``amax``, ``mean``, ...)."""
-        if self.slots is None:
+        if self.is_identity:
             return x
         n, t, c = x.shape
         index = self.slots[..., None].expand(n, t, c)
         return x.new_zeros(n, self.num_out, c).scatter_reduce(
             1, index, x, reduce=mode, include_self=False)
 
-    def weights(self, size: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """(N, T - r, T) matrix adding up each output token's inputs, weighted by size."""
-        n, t = self.slots.shape
-        return size.new_zeros(n, self.num_out, t, dtype=dtype).scatter_(
-            1, self.slots[:, None, :], size.transpose(1, 2).to(dtype))
+    def weighted_mean(self, x: torch.Tensor,
+                      size: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Size-weighted means of the merged tokens and their summed sizes."""
+        c = x.shape[-1]
+        keep, moved = self.keep[..., None], self.moved[..., None]
+        moved_to = self.moved_to[..., None]
+        new_size = size.gather(1, keep).scatter_add(1, moved_to, size.gather(1, moved))
+        weight = (size / new_size.gather(1, self.slots[..., None])).to(x.dtype)
+        out = x.gather(1, keep.expand(-1, -1, c)) * weight.gather(1, keep)
+        joining = x.gather(1, moved.expand(-1, -1, c)) * weight.gather(1, moved)
+        return out.scatter_add(1, moved_to.expand(-1, -1, c), joining), new_size
 
 
 def bipartite_soft_matching(metric: torch.Tensor, r: int, num_cls: int) -> TokenMerge:
@@ -76,14 +90,14 @@ def bipartite_soft_matching(metric: torch.Tensor, r: int, num_cls: int) -> Token
         the :class:`TokenMerge` taking (N, T, C') to (N, T - r, C'), laid out as
         ``[CLS, unmerged sources in order, destinations]``.
     """
-    if r <= 0:
-        return TokenMerge(None, metric.shape[1])
-    src_sel, dst_sel = _split_slices(num_cls)
     n, t = metric.shape[:2]
+    if r <= 0:
+        return TokenMerge(t)
+    src_sel, dst_sel = _split_slices(num_cls)
     with torch.no_grad():
         patches = metric[:, num_cls:]
         src, dst = patches[:, src_sel], patches[:, dst_sel]
-        num_src, num_dst = src.shape[1], dst.shape[1]
+        num_src = src.shape[1]
         if r > num_src:
             raise ValueError(f'cannot merge {r} tokens: only {num_src} source tokens')
         # cosine similarity, normalising the small score matrix instead of the tokens
@@ -91,16 +105,13 @@ def bipartite_soft_matching(metric: torch.Tensor, r: int, num_cls: int) -> Token
         scores = scores / (src.norm(dim=-1)[..., None] * dst.norm(dim=-1)[:, None, :])
         best_score, best_dst = scores.max(dim=-1)
         order = best_score.argsort(dim=-1, descending=True)
-        merged = torch.zeros_like(best_score, dtype=torch.bool).scatter_(
-            1, order[:, :r], True)
-        dst_start = num_cls + num_src - r
-        src_slots = torch.where(merged, dst_start + best_dst, num_cls - 1 + (~merged).cumsum(1))
-        slots = torch.empty(n, t, dtype=torch.long, device=metric.device)
-        slots[:, :num_cls] = torch.arange(num_cls, device=metric.device)
-        slots[:, num_cls:][:, src_sel] = src_slots
-        slots[:, num_cls:][:, dst_sel] = torch.arange(
-            dst_start, dst_start + num_dst, device=metric.device)
-    return TokenMerge(slots, t - r)
+        positions = torch.arange(t, device=metric.device)
+        src_pos, dst_pos = positions[num_cls:][src_sel], positions[num_cls:][dst_sel]
+        kept = src_pos[order[:, r:].sort(dim=1)[0]]
+        keep = torch.cat([positions[:num_cls].expand(n, -1), kept, dst_pos.expand(n, -1)], 1)
+        merged = order[:, :r]
+        moved_to = num_cls + num_src - r + best_dst.gather(1, merged)
+    return TokenMerge(t, keep, src_pos[merged], moved_to)
 
 
 def merge_wavg(merge: TokenMerge, x: torch.Tensor,
@@ -108,9 +119,7 @@ def merge_wavg(merge: TokenMerge, x: torch.Tensor,
     """Merge features as size-weighted means; returns (features, summed sizes)."""
     if merge.is_identity:
         return x, size
-    weights = merge.weights(size, x.dtype)
-    new_size = weights.sum(dim=-1, keepdim=True)
-    return (weights / new_size) @ x, new_size.to(size.dtype)
+    return merge.weighted_mean(x, size)
 
 
 def merge_source(merge: TokenMerge, source: torch.Tensor) -> torch.Tensor:

@@ -12,26 +12,13 @@ as MPII distributes them; a flat folder or another extension is found as well.
     python tools/data/lsmdc/convert_annotations.py data/lsmdc/annotations/raw
 """
 import argparse
-import importlib.util
 import os
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-
-def _load_tools():
-    """Load the shared converter logic by path: its package imports mmaction2."""
-    name = 'tempme_annotation_tools'
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[3] / 'projects/tempme/datasets/annotation_tools.py'
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-tools = _load_tools()
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+from projects.tempme.datasets import annotation_tools as tools  # noqa: E402
 
 SPLITS = {'lsmdc_train.json': 'LSMDC16_annos_training.csv',
           'lsmdc_val.json': 'LSMDC16_annos_val.csv',

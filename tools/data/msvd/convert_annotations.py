@@ -11,26 +11,13 @@ or the same name with another extension.
     python tools/data/msvd/convert_annotations.py data/msvd/msvd_data
 """
 import argparse
-import importlib.util
 import os
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-
-def _load_tools():
-    """Load the shared converter logic by path: its package imports mmaction2."""
-    name = 'tempme_annotation_tools'
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[3] / 'projects/tempme/datasets/annotation_tools.py'
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-tools = _load_tools()
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+from projects.tempme.datasets import annotation_tools as tools  # noqa: E402
 
 CAPTIONS = 'raw-captions.pkl'
 SPLITS = {'msvd_train.json': 'train_list.txt', 'msvd_val.json': 'val_list.txt',
