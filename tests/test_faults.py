@@ -497,7 +497,8 @@ def test_amp_keeps_the_nonfinite_check():
 
 
 @pytest.mark.parametrize('options, error, message', [
-    ({'model.clip.arch': 'ViT-X-99'}, ValueError, "unknown CLIP architecture 'ViT-X-99'"),
+    ({'model.clip.arch': 'ViT-X-99'}, ValueError,
+     r"unknown CLIP architecture 'ViT-X-99' \(model.clip.arch\)"),
     ({'model.clip.weights': 'missing/ViT-B-32.pt'}, FileNotFoundError,
      "CLIP weights not found: 'missing/ViT-B-32.pt'.*model.clip.weights"),
     ({'model.lora.rank': 0}, ValueError, 'lora.rank must be a positive integer, got 0'),

@@ -68,14 +68,16 @@ class TokenMerge:
     def weighted_mean(self, x: torch.Tensor,
                       size: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Size-weighted means of the merged tokens and their summed sizes."""
-        c = x.shape[-1]
-        keep, moved = self.keep[..., None], self.moved[..., None]
-        moved_to = self.moved_to[..., None]
-        new_size = size.gather(1, keep).scatter_add(1, moved_to, size.gather(1, moved))
-        weight = (size / new_size.gather(1, self.slots[..., None])).to(x.dtype)
-        out = x.gather(1, keep.expand(-1, -1, c)) * weight.gather(1, keep)
-        joining = x.gather(1, moved.expand(-1, -1, c)) * weight.gather(1, moved)
-        return out.scatter_add(1, moved_to.expand(-1, -1, c), joining), new_size
+        rows = torch.arange(x.shape[0], device=x.device)[:, None]
+        new_size = size[rows, self.keep].index_put_(
+            (rows, self.moved_to), size[rows, self.moved], accumulate=True)
+        weight = (size / new_size[rows, self.slots]).to(x.dtype)
+        # Advanced indexing rather than gather: its backward keeps only the indices, not
+        # a copy of the whole input sequence. In place on the fresh copy: one full-size
+        # tensor per merge.
+        out = x[rows, self.keep].mul_(weight[rows, self.keep])
+        joining = x[rows, self.moved].mul_(weight[rows, self.moved])
+        return out.index_put_((rows, self.moved_to), joining, accumulate=True), new_size
 
 
 def bipartite_soft_matching(metric: torch.Tensor, r: int, num_cls: int) -> TokenMerge:

@@ -56,8 +56,8 @@ def build_open_clip(arch: Union[str, dict] = 'ViT-B-32', weights: Optional[str] 
         model = open_clip.CLIP(**cfg)
     else:
         if arch not in open_clip.list_models():
-            raise ValueError(f'unknown CLIP architecture {arch!r}; open_clip knows e.g. '
-                             'ViT-B-32, ViT-B-16, ViT-L-14')
+            raise ValueError(f'unknown CLIP architecture {arch!r} (model.clip.arch); open_clip '
+                             'knows e.g. ViT-B-32, ViT-B-16, ViT-L-14')
         kwargs = {'force_image_size': image_size} if image_size is not None else {}
         model = open_clip.create_model(arch, pretrained=None, force_quick_gelu=quick_gelu,
                                        **kwargs)
