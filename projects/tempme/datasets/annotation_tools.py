@@ -335,6 +335,17 @@ def add_common_arguments(parser: argparse.ArgumentParser, video_root: str,
                         help='do not look at the videos; write the default file names')
 
 
+def converter_main(doc: str, src_help: str, video_root: str, out_dir: str,
+                   build_splits: Callable[[str], Dict[str, Sequence[VideoEntry]]],
+                   argv: Optional[Sequence[str]] = None) -> int:
+    """The whole command line of a converter: ``SRC`` plus the common options."""
+    parser = argparse.ArgumentParser(description=doc.split('\n\n')[0])
+    parser.add_argument('src', help=src_help)
+    add_common_arguments(parser, video_root, out_dir)
+    args = parser.parse_args(argv)
+    return run_conversion(lambda: build_splits(args.src), args)
+
+
 def run_conversion(build_splits: Callable[[], Dict[str, Sequence[VideoEntry]]],
                    args: argparse.Namespace, out: Optional[TextIO] = None,
                    err: Optional[TextIO] = None) -> int:

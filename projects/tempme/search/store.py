@@ -42,16 +42,21 @@ class VideoIndex:
         embeddings: (N, D) rows, normalised on the way in.
         failed: path -> error of videos that could not be read in the last update.
         root: the video folder the index mirrors.
+        normalized: the rows are already unit length (as stored), keep them bit for bit.
     """
 
     def __init__(self, directory: str, model: Dict, files: Sequence[FileStat] = (),
                  embeddings: Optional[np.ndarray] = None, failed: Optional[Dict] = None,
-                 root: Optional[str] = None) -> None:
+                 root: Optional[str] = None, normalized: bool = False) -> None:
         self.directory = directory
         self.model = dict(model)
         self.files: List[FileStat] = list(files)
-        self.embeddings = (np.zeros((0, 0), np.float32) if embeddings is None
-                           else normalize_rows(embeddings))
+        if embeddings is None:
+            embeddings = np.zeros((0, 0), np.float32)
+        elif not normalized:
+            embeddings = normalize_rows(embeddings)
+        # stored rows are not normalised again: that would move them by an ulp per load
+        self.embeddings = embeddings
         if self.embeddings.shape[0] != len(self.files):
             raise ValueError(f'{len(self.files)} files but {self.embeddings.shape[0]} embeddings')
         self.failed = dict(failed or {})
@@ -82,7 +87,7 @@ class VideoIndex:
                              f'{embeddings.shape} for {len(files)} files; rebuild the index '
                              '(--rebuild)')
         return cls(directory, manifest['model'], files, embeddings, manifest.get('failed'),
-                   manifest.get('root'))
+                   manifest.get('root'), normalized=True)
 
     def save(self) -> None:
         os.makedirs(self.directory, exist_ok=True)

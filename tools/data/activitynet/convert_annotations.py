@@ -9,7 +9,6 @@ CLIP4Clip's copies, ``ID.<ext>``, whatever the extension (``.mp4``, ``.mkv``, ..
 
     python tools/data/activitynet/convert_annotations.py data/activitynet/annotations/raw
 """
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -60,16 +59,10 @@ def build_splits(src: str) -> Dict[str, List['tools.VideoEntry']]:
     return {out: paragraph_entries(os.path.join(src, name)) for out, name in SPLITS.items()}
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('src', help='folder with ' + ', '.join(SPLITS.values()))
-    tools.add_common_arguments(parser, 'data/activitynet/videos', 'data/activitynet/annotations')
-    return parser.parse_args(argv)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-    return tools.run_conversion(lambda: build_splits(args.src), args)
+    src_help = 'folder with ' + ', '.join(SPLITS.values())
+    return tools.converter_main(__doc__, src_help, 'data/activitynet/videos',
+                                'data/activitynet/annotations', build_splits, argv)
 
 
 if __name__ == '__main__':

@@ -10,7 +10,6 @@ and ``MSRVTT_JSFUSION_test.csv`` (columns ``key,vid_key,video_id,sentence``). Wr
 
     python tools/data/msrvtt/convert_annotations.py data/msrvtt/msrvtt_data
 """
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -88,16 +87,10 @@ def build_splits(src: str) -> Dict[str, List['tools.VideoEntry']]:
     return splits
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('src', help=f'folder with {SENTENCES}, the train csv(s) and {TEST_CSV}')
-    tools.add_common_arguments(parser, 'data/msrvtt/videos/all', 'data/msrvtt/annotations')
-    return parser.parse_args(argv)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-    return tools.run_conversion(lambda: build_splits(args.src), args)
+    src_help = f'folder with {SENTENCES}, the train csv(s) and {TEST_CSV}'
+    return tools.converter_main(__doc__, src_help, 'data/msrvtt/videos/all',
+                                'data/msrvtt/annotations', build_splits, argv)
 
 
 if __name__ == '__main__':

@@ -10,7 +10,6 @@ or the same name with another extension.
 
     python tools/data/msvd/convert_annotations.py data/msvd/msvd_data
 """
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -64,16 +63,10 @@ def build_splits(src: str) -> Dict[str, List['tools.VideoEntry']]:
     return splits
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('src', help=f'folder with {CAPTIONS} and ' + ', '.join(SPLITS.values()))
-    tools.add_common_arguments(parser, 'data/msvd/videos', 'data/msvd/annotations')
-    return parser.parse_args(argv)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-    return tools.run_conversion(lambda: build_splits(args.src), args)
+    src_help = f'folder with {CAPTIONS} and ' + ', '.join(SPLITS.values())
+    return tools.converter_main(__doc__, src_help, 'data/msvd/videos', 'data/msvd/annotations',
+                                build_splits, argv)
 
 
 if __name__ == '__main__':
