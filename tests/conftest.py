@@ -1,4 +1,11 @@
-"""Shared test helpers: a tiny CLIP geometry with ViT-B/32's 12 x 50 token layout."""
+"""Shared test helpers: a tiny CLIP geometry with ViT-B/32's 12 x 50 token layout, the
+video-text pipeline and a small generated synthetic dataset."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
 import pytest
 from mmengine.registry import DefaultScope
 
@@ -22,3 +29,28 @@ def mmaction_scope():
     """Build from mmaction's registries, whatever scope an earlier Runner left behind."""
     with DefaultScope.overwrite_default_scope('mmaction'):
         yield
+
+
+def video_text_pipeline(test_mode: bool, size: int = 32, context: int = 32) -> List[dict]:
+    """The configs' pipeline at a small frame size."""
+    return [
+        dict(type='DecordInit'),
+        dict(type='UniformSample', clip_len=12, num_clips=1, test_mode=test_mode),
+        dict(type='DecordDecode'),
+        dict(type='Resize', scale=(-1, size)),
+        dict(type='CenterCrop', crop_size=size),
+        dict(type='OpenCLIPTokenize', context_length=context),
+        dict(type='PackVideoTextInputs'),
+    ]
+
+
+@pytest.fixture(scope='module')
+def data_root(tmp_path_factory):
+    """A few synthetic videos per split, written by tools/data/make_synthetic.py."""
+    root_dir = Path(__file__).resolve().parents[1]
+    root = tmp_path_factory.mktemp('synthetic')
+    subprocess.run([sys.executable, 'tools/data/make_synthetic.py', '--out', str(root),
+                    '--num-train', '8', '--num-val', '4', '--num-test', '4', '--seed', '3'],
+                   cwd=root_dir, env=dict(os.environ, PYTHONPATH=str(root_dir)),
+                   capture_output=True, check=True, timeout=600)
+    return root

@@ -23,6 +23,7 @@ from projects.tempme.datasets import (AnnotationError, VideoCheckError, VideoLoa
 from projects.tempme.datasets.transforms import _clip_tokenizer
 from projects.tempme.datasets.video_check import resolve_video_path, shard, unshard
 from projects.tempme.evaluation import RetrievalMetric
+from tests.conftest import video_text_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32
@@ -161,25 +162,13 @@ def logs() -> Iterator[LogRecords]:
         logger.setLevel(old_level)
 
 
-def pipeline(test_mode: bool) -> List[dict]:
-    return [
-        dict(type='DecordInit'),
-        dict(type='UniformSample', clip_len=12, num_clips=1, test_mode=test_mode),
-        dict(type='DecordDecode'),
-        dict(type='Resize', scale=(-1, SIZE)),
-        dict(type='CenterCrop', crop_size=SIZE),
-        dict(type='OpenCLIPTokenize', context_length=CONTEXT),
-        dict(type='PackVideoTextInputs'),
-    ]
-
-
 def build(root: Path, annotation: Dict[str, List[str]], test_mode: bool = False,
           **kwargs) -> VideoTextRetrievalDataset:
     ann = root / f'ann_{abs(hash(json.dumps(annotation, sort_keys=True)))}.json'
     ann.write_text(json.dumps(annotation))
     return DATASETS.build(dict(
         type='VideoTextRetrievalDataset', ann_file=ann.name, data_root=str(root),
-        data_prefix=dict(video='videos'), pipeline=pipeline(test_mode),
+        data_prefix=dict(video='videos'), pipeline=video_text_pipeline(test_mode),
         test_mode=test_mode, **kwargs))
 
 
@@ -283,7 +272,7 @@ def _rank_builds_dataset(rank: int, world_size: int, init_file: str, ann_file: s
             dataset = DATASETS.build(dict(
                 type='VideoTextRetrievalDataset', ann_file=ann_file,
                 data_prefix=dict(video=str(Path(ann_file).parent / 'videos')),
-                pipeline=pipeline(False), on_bad_video='skip'))
+                pipeline=video_text_pipeline(False), on_bad_video='skip'))
         Path(out, f'{rank}.json').write_text(json.dumps(
             dict(videos=dataset.videos, skipped=dataset.skipped_videos)))
     finally:
@@ -375,7 +364,9 @@ def test_check_runs_when_the_pipeline_decodes_videos(video_dir: Path) -> None:
     assert len(DATASETS.build(dict(common, pipeline=[]))) == 2
     with pytest.raises(VideoCheckError, match='missing.mp4: file not found'):
         DATASETS.build(dict(common, pipeline=[], check_videos=True))
-    assert len(DATASETS.build(dict(common, pipeline=pipeline(False), check_videos=False))) == 2
+    dataset = DATASETS.build(dict(common, pipeline=video_text_pipeline(False),
+                                  check_videos=False))
+    assert len(dataset) == 2
     with pytest.raises(ValueError, match="on_bad_video must be one of"):
         DATASETS.build(dict(common, pipeline=[], on_bad_video='ignore'))
     with pytest.raises(ValueError, match='check_threads'):

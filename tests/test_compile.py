@@ -32,5 +32,7 @@ def test_compile_from_a_config_dict(tiny_clip):
     model = MODELS.build(dict(type='TempMeRetriever', clip=tiny_clip,
                               video_encoder=dict(type='TempMeViT', compile=dict(backend='eager')),
                               lora=None, train_mode='full'))
+    assert model.video_encoder._compiled_call_impl is not None  # nn.Module.compile ran
+    assert model.text_encoder._compiled_call_impl is None
     video = torch.randn(1, 12, 3, 112, 112)
     assert model.encode_video(video).shape == (1, 32)

@@ -13,6 +13,7 @@ from mmaction.structures import ActionDataSample
 from mmengine.logging import MMLogger
 
 from projects.tempme.datasets import AnnotationError, OpenCLIPTokenize, VideoTextRetrievalDataset
+from tests.conftest import video_text_pipeline
 
 SIZE = 32
 CONTEXT = 32
@@ -63,18 +64,6 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def pipeline(test_mode: bool) -> List[dict]:
-    return [
-        dict(type='DecordInit'),
-        dict(type='UniformSample', clip_len=12, num_clips=1, test_mode=test_mode),
-        dict(type='DecordDecode'),
-        dict(type='Resize', scale=(-1, SIZE)),
-        dict(type='CenterCrop', crop_size=SIZE),
-        dict(type='OpenCLIPTokenize', context_length=CONTEXT),
-        dict(type='PackVideoTextInputs'),
-    ]
-
-
 def build(data_dir: Path, test_mode: bool, ann_file: str = 'ann.json') -> VideoTextRetrievalDataset:
     return DATASETS.build(
         dict(
@@ -82,7 +71,7 @@ def build(data_dir: Path, test_mode: bool, ann_file: str = 'ann.json') -> VideoT
             ann_file=ann_file,
             data_root=str(data_dir),
             data_prefix=dict(video=''),
-            pipeline=pipeline(test_mode),
+            pipeline=video_text_pipeline(test_mode),
             test_mode=test_mode))
 
 

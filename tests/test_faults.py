@@ -46,14 +46,6 @@ def _run_failing(args):
     return proc.stdout + proc.stderr
 
 
-@pytest.fixture(scope='module')
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp('synthetic')
-    _run([sys.executable, 'tools/data/make_synthetic.py', '--out', str(root),
-          '--num-train', '8', '--num-val', '4', '--num-test', '4', '--seed', '3'])
-    return root
-
-
 class _WriteMarker:
     """Pickles into a call that creates a file: what a malicious checkpoint would do."""
 

@@ -30,14 +30,6 @@ def _run(args, **kwargs):
 
 
 @pytest.fixture(scope='module')
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp('synthetic')
-    _run([sys.executable, 'tools/data/make_synthetic.py', '--out', str(root),
-          '--num-train', '8', '--num-val', '4', '--num-test', '4', '--seed', '3'])
-    return root
-
-
-@pytest.fixture(scope='module')
 def trained(data_root, tmp_path_factory):
     """An uninterrupted 2-epoch run."""
     work_dir = tmp_path_factory.mktemp('run')

@@ -33,27 +33,29 @@ class TokenMerge:
 
     ``keep`` (N, T - r): for each output token, the input token that stays in its place
     (CLS, unmerged source or destination); ``moved`` / ``moved_to`` (N, r): the merged
-    source tokens and the output token each joins; ``slots`` (N, T): the output token of
-    every input token. A size-weighted mean is then one gather of the kept tokens and
-    a scatter-add of the ``r`` moved ones: memory traffic of about one copy, no
-    arithmetic on the whole sequence beyond the weights, and a cheap backward.
+    source tokens and the output token each joins. A size-weighted mean is then one
+    indexed copy of the kept tokens and an indexed add of the ``r`` moved ones: memory
+    traffic of about one copy, and a backward that keeps only the indices.
     """
 
     def __init__(self, num_tokens: int, keep: Optional[torch.Tensor] = None,
                  moved: Optional[torch.Tensor] = None,
                  moved_to: Optional[torch.Tensor] = None) -> None:
         self.keep, self.moved, self.moved_to = keep, moved, moved_to
+        self.num_tokens = num_tokens
         self.num_out = num_tokens if keep is None else keep.shape[1]
-        self.slots = None
-        if keep is not None:
-            n, num_out = keep.shape
-            outputs = torch.arange(num_out, device=keep.device).expand(n, num_out)
-            self.slots = keep.new_empty(n, num_tokens).scatter_(1, keep, outputs).scatter_(
-                1, moved, moved_to)
 
     @property
     def is_identity(self) -> bool:
         return self.keep is None
+
+    @property
+    def slots(self) -> torch.Tensor:
+        """(N, T): the output token of every input token."""
+        n, num_out = self.keep.shape
+        outputs = torch.arange(num_out, device=self.keep.device).expand(n, num_out)
+        return self.keep.new_empty(n, self.num_tokens).scatter_(1, self.keep, outputs).scatter_(
+            1, self.moved, self.moved_to)
 
     def __call__(self, x: torch.Tensor, mode: str = 'sum') -> torch.Tensor:
         """(N, T, C) -> (N, T - r, C), reducing merged tokens with ``mode`` (any
@@ -69,14 +71,14 @@ class TokenMerge:
                       size: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Size-weighted means of the merged tokens and their summed sizes."""
         rows = torch.arange(x.shape[0], device=x.device)[:, None]
-        new_size = size[rows, self.keep].index_put_(
-            (rows, self.moved_to), size[rows, self.moved], accumulate=True)
-        weight = (size / new_size[rows, self.slots]).to(x.dtype)
+        kept_size, moved_size = size[rows, self.keep], size[rows, self.moved]
+        new_size = kept_size.index_put((rows, self.moved_to), moved_size, accumulate=True)
         # Advanced indexing rather than gather: its backward keeps only the indices, not
         # a copy of the whole input sequence. In place on the fresh copy: one full-size
         # tensor per merge.
-        out = x[rows, self.keep].mul_(weight[rows, self.keep])
-        joining = x[rows, self.moved].mul_(weight[rows, self.moved])
+        out = x[rows, self.keep].mul_((kept_size / new_size).to(x.dtype))
+        joining = x[rows, self.moved].mul_(
+            (moved_size / new_size[rows, self.moved_to]).to(x.dtype))
         return out.index_put_((rows, self.moved_to), joining, accumulate=True), new_size
 
 

@@ -155,17 +155,7 @@ class TempMeViT(nn.Module):
         return self.ln_pre(x)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
-        b, t = video.shape[:2]
-        if t != self.num_frames:
-            raise ValueError(f'video has {t} frames; the merge schedule was built for '
-                             f'{self.num_frames}')
-        state = (self.embed_frames(video.flatten(0, 1)), None)
-        for block in self.blocks:
-            state = block(state)
-        x = state[0]
-        last = self.schedule.layers[-1]
-        cls = x.view(b, last.clips_out, last.tokens_out, -1)[:, :, :last.cls_out]
-        return self.ln_post(cls.reshape(b, t, -1)) @ self.proj
+        return self._encode(video, track_source=False)[0]
 
     def forward_with_source(self, video: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Features as :meth:`forward`, and where each input token of each frame ended up.
@@ -177,19 +167,28 @@ class TempMeViT(nn.Module):
         map per token, so it is kept out of :meth:`forward`.
         """
         b, t = video.shape[:2]
+        features, source = self._encode(video, track_source=True)
+        tokens = self.schedule.tokens_per_frame
+        return features, source_to_assignment(source, b).view(b, t, tokens)
+
+    def _encode(self, video: torch.Tensor,
+                track_source: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Per-frame features and, if tracked, the final source map of every token."""
+        b, t = video.shape[:2]
         if t != self.num_frames:
             raise ValueError(f'video has {t} frames; the merge schedule was built for '
                              f'{self.num_frames}')
         x = self.embed_frames(video.flatten(0, 1))
-        tokens = self.schedule.tokens_per_frame
-        state = (x, None, initial_source(b, t, tokens, device=x.device, dtype=x.dtype))
+        state = (x, None)
+        if track_source:
+            tokens = self.schedule.tokens_per_frame
+            state += (initial_source(b, t, tokens, device=x.device, dtype=x.dtype), )
         for block in self.blocks:
             state = block(state)
-        x, source = state[0], state[2]
         last = self.schedule.layers[-1]
-        cls = x.view(b, last.clips_out, last.tokens_out, -1)[:, :, :last.cls_out]
+        cls = state[0].view(b, last.clips_out, last.tokens_out, -1)[:, :, :last.cls_out]
         features = self.ln_post(cls.reshape(b, t, -1)) @ self.proj
-        return features, source_to_assignment(source, b).view(b, t, tokens)
+        return features, state[2] if track_source else None
 
 
 def _check_visual(visual: nn.Module) -> nn.Module:
