@@ -109,9 +109,12 @@ class Snapshot(Hook):
             self.after = self._state(runner)
 
 
-def _toy_runner(work_dir, model, max_epochs=3, hooks=(), max_keep_ckpts=-1, **optim):
+def _toy_runner(work_dir, model, max_epochs=3, hooks=(), max_keep_ckpts=-1, resume_from=None,
+                **optim):
     """4 iterations per epoch, a checkpoint after every epoch."""
     return Runner(
+        load_from=resume_from,
+        resume=resume_from is not None,
         model=model,
         work_dir=str(work_dir),
         experiment_name=f'faults_{work_dir.name}',
@@ -423,6 +426,18 @@ def test_skip_mode_leaves_weights_and_optimizer_untouched(tmp_path, bad):
     # The steps after the skipped one trained as usual.
     final = runner.model.state_dict()['linear.weight']
     assert not torch.equal(final, weights_after['linear.weight'])
+
+
+def test_skip_count_survives_a_resume(tmp_path):
+    runner = _toy_runner(tmp_path, ToyModel(bad_steps={1}), max_epochs=2, on_nonfinite='skip')
+    runner.train()
+    assert runner.optim_wrapper.skipped_steps == 1
+    # The resumed model counts its own calls from 0: call 2 is iteration 11 of the run.
+    resumed = _toy_runner(tmp_path / 'resumed', ToyModel(bad_steps={2}), on_nonfinite='skip',
+                          resume_from=str(tmp_path / 'epoch_2.pth'))
+    resumed.train()
+    assert resumed.iter == 12 and resumed.optim_wrapper.skipped_steps == 2
+    assert resumed.message_hub.get_scalar('train/skipped_steps').current() == 2
 
 
 def test_too_many_consecutive_skips_stop(tmp_path):

@@ -113,6 +113,17 @@ class _NonFiniteGuard:
         if self.on_nonfinite == 'skip':
             self.message_hub.update_scalar('train/skipped_steps', self.skipped_steps)
 
+    def state_dict(self) -> dict:
+        """The optimizer's state plus the skip count, so that a resumed run keeps counting."""
+        state = super().state_dict()
+        state['skipped_steps'] = self.skipped_steps
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state_dict = dict(state_dict)  # checkpoints written before the count was stored lack it
+        self.skipped_steps = int(state_dict.pop('skipped_steps', 0))
+        super().load_state_dict(state_dict)
+
     def step(self, **kwargs) -> None:
         if self.check_grads:
             norm = self._grad_norm()
@@ -147,7 +158,7 @@ class _NonFiniteGuard:
                 f'stopped. {last_good_checkpoint(self.message_hub)}')
         MMLogger.get_current_instance().warning(
             f'skipped the step at {where}: non-finite {what} ({value}); '
-            f'{self.skipped_steps} step(s) skipped in this run')
+            f'{self.skipped_steps} step(s) skipped so far')
 
 
 @OPTIM_WRAPPERS.register_module()
