@@ -254,6 +254,37 @@ def test_checkpoint_hook_never_leaves_a_dangling_last_checkpoint(tmp_path, monke
     assert (work_dir / 'last_checkpoint').read_text() == str(work_dir / 'epoch_2.pth')
 
 
+def test_previous_best_checkpoint_is_deleted_only_after_the_new_is_saved(tmp_path, monkeypatch):
+    runner = _toy_runner(tmp_path, ToyModel(), max_epochs=1)
+    runner.train()
+    hook = AtomicCheckpointHook(interval=1, save_best='acc', rule='greater')
+    hook.before_train(runner)
+    hook._save_best_checkpoint(runner, {'acc': 0.5})
+    first = tmp_path / 'best_acc_epoch_1.pth'
+    assert hook.best_ckpt_path == str(first) and first.is_file()
+
+    real = atomic_checkpoint.atomic_write
+
+    def crash_on_best(path, write_fn):
+        if Path(path).name.startswith('best_'):
+            raise KeyboardInterrupt('killed while saving')
+        return real(path, write_fn)
+
+    runner.train_loop._epoch = 2
+    monkeypatch.setattr(atomic_checkpoint, 'atomic_write', crash_on_best)
+    with pytest.raises(KeyboardInterrupt):
+        hook._save_best_checkpoint(runner, {'acc': 0.9})
+    assert compat.safe_load_checkpoint(first)['meta']['epoch'] == 1
+    assert hook.best_ckpt_path == str(first)
+
+    monkeypatch.setattr(atomic_checkpoint, 'atomic_write', real)
+    hook._save_best_checkpoint(runner, {'acc': 0.1})  # not better: nothing changes
+    assert hook.best_ckpt_path == str(first) and first.is_file()
+    hook._save_best_checkpoint(runner, {'acc': 0.9})
+    second = tmp_path / 'best_acc_epoch_2.pth'
+    assert hook.best_ckpt_path == str(second) and second.is_file() and not first.exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # Checkpoints that must not load
 # ---------------------------------------------------------------------------------------------

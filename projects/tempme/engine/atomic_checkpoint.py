@@ -9,11 +9,12 @@ that every moment leaves a loadable state:
 1. the checkpoint is written to a temporary file in the same folder and renamed over the
    final name (the ``atomic_local`` file backend, :func:`projects.tempme.fileio.atomic_write`);
 2. ``last_checkpoint`` is replaced, atomically too, only once that file is complete;
-3. checkpoints beyond ``max_keep_ckpts`` are deleted last.
+3. checkpoints beyond ``max_keep_ckpts`` are deleted last, and so is the previous
+   ``best_*.pth`` (mmengine deletes it before it writes the new best).
 """
 import os.path as osp
 from pathlib import Path
-from typing import List, Union
+from typing import Dict, List, Optional, Union
 
 from mmaction.registry import HOOKS
 from mmengine.dist import is_main_process
@@ -97,3 +98,40 @@ class AtomicCheckpointHook(CheckpointHook):
                 self.file_backend.remove(path)
             elif self.file_backend.isdir(path):  # deepspeed checkpoints are folders
                 self.file_backend.rmtree(path)
+
+    def _best_paths(self) -> Dict[Optional[str], Optional[str]]:
+        """The current best checkpoint per key indicator (key None: a single indicator)."""
+        if len(self.key_indicators) == 1:
+            return {None: self.best_ckpt_path}
+        return dict(self.best_ckpt_path_dict)
+
+    def _set_best_paths(self, paths: Dict[Optional[str], Optional[str]]) -> None:
+        if None in paths:
+            self.best_ckpt_path = paths[None]
+        else:
+            self.best_ckpt_path_dict.update(paths)
+
+    def _save_best_checkpoint(self, runner, metrics) -> None:
+        if not self.save_best:
+            return
+        # Hide the previous best files from mmengine, which deletes them before it writes.
+        previous = self._best_paths()
+        info = runner.message_hub.runtime_info
+        scores = {key: info[key] for key in info if key.startswith('best_score')}
+        self._set_best_paths(dict.fromkeys(previous))
+        try:
+            super()._save_best_checkpoint(runner, metrics)
+        except BaseException:  # the new best was not saved: keep the previous one as best
+            self._set_best_paths(previous)
+            for key in [key for key in info if key.startswith('best_score')]:
+                info.pop(key)
+            info.update(scores)
+            raise
+        current = self._best_paths()
+        for key, old in previous.items():
+            if current[key] is None:  # not improved: the previous best stays the best
+                self._set_best_paths({key: old})
+            elif old is not None and old != current[key] and is_main_process():
+                if self.file_backend.isfile(old):
+                    self.file_backend.remove(old)
+                    runner.logger.info(f'The previous best checkpoint {old} is removed')
