@@ -48,7 +48,8 @@ test_evaluator = dict(dsl=False)
 
 max_epochs = 3
 # tools/demo.py tests the final checkpoint itself: no validation pass during training
-train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs + 1)
+# (mmengine validates after the last epoch whatever val_interval says; val_begin stops it)
+train_cfg = dict(max_epochs=max_epochs, val_begin=max_epochs + 1)
 optim_wrapper = dict(
     optimizer=dict(lr=1e-3, weight_decay=0.05),
     # the temporal embeddings are the only path for frame order: let them move faster

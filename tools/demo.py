@@ -32,6 +32,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--work-dir', default='work_dirs/demo')
     parser.add_argument('--seed', type=int, default=0, help='data and training seed')
     parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=list(METHODS))
+    parser.add_argument('--split', default='test', choices=('val', 'test'),
+                        help='split to evaluate on: choose settings on val, report test')
     for split in ('train', 'val', 'test'):
         parser.add_argument(f'--num-{split}', type=int,
                             help=f'{split} videos to generate (generator default if unset)')
@@ -46,8 +48,9 @@ def _run(args: List[str]) -> None:
     subprocess.run([sys.executable, *args], cwd=ROOT, env=env, check=True)
 
 
-def _data_options(data: str) -> List[str]:
-    return [f'{split}_dataloader.dataset.data_root={data}' for split in ('train', 'val', 'test')]
+def _data_options(data: str, ann_file: str) -> List[str]:
+    return [f'{split}_dataloader.dataset.data_root={data}' for split in ('train', 'val', 'test')
+            ] + [f'test_dataloader.dataset.ann_file={ann_file}']
 
 
 def _cost(config: str) -> Dict[str, float]:
@@ -73,11 +76,11 @@ def twin_win_rate(sim: torch.Tensor, caption_to_video: torch.Tensor, captions: L
     return 100.0 * sum(wins) / max(len(wins), 1)
 
 
-def evaluate_method(name: str, config: str, args: argparse.Namespace,
+def evaluate_method(name: str, config: str, args: argparse.Namespace, ann_file: str,
                     order_captions: List[int], twins: Dict[int, List[int]]) -> Dict[str, float]:
     from projects.tempme.evaluation import retrieval_metrics
     work_dir = Path(args.work_dir) / name
-    options = _data_options(args.data) + list(args.cfg_options)
+    options = _data_options(args.data, ann_file) + list(args.cfg_options)
     print(f'\n=== {name}: training {config} ===', flush=True)
     start = time.perf_counter()
     _run(['tools/train.py', config, '--work-dir', str(work_dir), '--seed', str(args.seed),
@@ -123,8 +126,8 @@ def write_reports(results: dict, work_dir: Path) -> str:
                 f'| {results["chance_t2v_R1"]:.1f} | | | | | |')
     table = '\n'.join(rows)
     (work_dir / 'results.md').write_text(
-        f'Synthetic benchmark, test split: {results["num_test_videos"]} videos, '
-        f'{results["num_test_captions"]} captions ({results["num_order_captions"]} '
+        f'Synthetic benchmark, {results["split"]} split: {results["num_videos"]} videos, '
+        f'{results["num_captions"]} captions ({results["num_order_captions"]} '
         'order-dependent). Recalls in percent. "beats its twins": share of the '
         'order-dependent captions whose video scores above all of its order twins.\n\n'
         + table + '\n')
@@ -167,20 +170,22 @@ def main(argv=None) -> dict:
              if getattr(args, f'num_{split}') is not None]
     _run(['tools/data/make_synthetic.py', '--out', args.data, '--seed', str(args.seed), *sizes])
     meta = json.loads((Path(args.data) / 'meta.json').read_text())
-    test = meta['splits']['test']
+    test = meta['splits'][args.split]
     names = list(json.loads((Path(args.data) / test['ann_file']).read_text()))
     index = {name: i for i, name in enumerate(names)}
     twins = {index[a]: [index[b] for b in group if b != a]
              for group in test['twin_groups'] for a in group}
     results = dict(
-        order_blind_ceiling_t2v_R1=meta['order_blind_ceiling_t2v_R1'],
-        order_dependent_ceiling_t2v_R1=meta['order_dependent_ceiling_t2v_R1'],
-        chance_t2v_R1=meta['chance_t2v_R1'],
-        num_test_videos=test['num_videos'], num_test_captions=test['num_captions'],
+        split=args.split,
+        order_blind_ceiling_t2v_R1=test['order_blind_ceiling_t2v_R1'],
+        order_dependent_ceiling_t2v_R1=test['order_dependent_ceiling_t2v_R1'],
+        chance_t2v_R1=test['chance_t2v_R1'],
+        num_videos=test['num_videos'], num_captions=test['num_captions'],
         num_order_captions=len(test['order_dependent_captions']),
         methods={})
     for name in args.methods:
         results['methods'][name] = evaluate_method(name, METHODS[name][1], args,
+                                                   test['ann_file'],
                                                    test['order_dependent_captions'], twins)
     table = write_reports(results, Path(args.work_dir))
     print('\n' + table + f'\n\nwritten to {args.work_dir}/results.{{json,md,png}}')
