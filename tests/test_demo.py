@@ -1,5 +1,6 @@
 """`make demo`'s driver on a tiny generated benchmark, shortened to one epoch."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -8,11 +9,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _demo(tmp_path, *args):
-    small = [f'{split}_dataloader.batch_size=4' for split in ('train', 'val', 'test')]
+    # 16 iterations per epoch, so that the 10% warm-up lasts at least one
+    small = ['train_dataloader.batch_size=2', 'val_dataloader.batch_size=4',
+             'test_dataloader.batch_size=4']
     proc = subprocess.run(
         [sys.executable, 'tools/demo.py', '--data', str(tmp_path / 'data'), '--work-dir',
-         str(tmp_path / 'demo'), '--num-train', '16', '--num-val', '4', '--num-test', '8', *args,
-         '--cfg-options', 'train_cfg.max_epochs=1', *small],
+         str(tmp_path / 'demo'), '--num-train', '16', '--num-val', '4', '--num-test', '8',
+         '--epochs', '1', *args, '--cfg-options', *small],
         cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
@@ -22,7 +25,11 @@ def test_demo_writes_the_results_table(tmp_path):
     work = tmp_path / 'demo'
     proc = _demo(tmp_path)
     results = json.loads((work / 'results.json').read_text())
-    assert (results['split'], results['num_videos']) == ('test', 8)
+    assert (results['split'], results['num_videos'], results['epochs']) == ('test', 8, 1)
+    # one epoch, its checkpoint, and the learning rate decayed to about zero at its end
+    assert [p.name for p in (work / 'tempme').glob('*.pth')] == ['epoch_1.pth']
+    last_lr = re.findall(r'Epoch\(train\) \[1\]\[16/16\]\s+base_lr: (\S+)', proc.stdout)
+    assert len(last_lr) == 2 and all(float(lr) < 0.02 * 5e-4 for lr in last_lr)
     assert results['chance_t2v_R1'] == 100 / 8
     assert 0 <= results['order_blind_ceiling_t2v_R1'] <= 100
     for name in ('tempme', 'baseline'):
