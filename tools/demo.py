@@ -7,6 +7,9 @@ order-blind ceiling and chance, with tokens, GMACs per video and wall time. Writ
 ``results.json``, ``results.md`` and ``results.png`` under the work dir.
 
     python tools/demo.py                      # what `make demo` runs
+    python tools/demo.py --epochs 6           # twice the training
+    python tools/demo.py --split val --methods tempme --cfg-options KEY=VALUE
+                                              # compare settings without the test split
 """
 import argparse
 import json
@@ -33,8 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--seed', type=int, default=0, help='data and training seed')
     parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=list(METHODS))
     parser.add_argument('--epochs', type=int,
-                        help='train this many epochs instead of the configs\' 3 (warm-up and '
-                        'cosine decay are stretched to match)')
+                        help='train this many epochs instead of the configs\' max_epochs '
+                        '(warm-up and cosine decay are stretched to match)')
     parser.add_argument('--split', default='test', choices=('val', 'test'),
                         help='split to evaluate on: choose settings on val, report test')
     for split in ('train', 'val', 'test'):
@@ -190,24 +193,24 @@ def main(argv=None) -> dict:
              if getattr(args, f'num_{split}') is not None]
     _run(['tools/data/make_synthetic.py', '--out', args.data, '--seed', str(args.seed), *sizes])
     meta = json.loads((Path(args.data) / 'meta.json').read_text())
-    test = meta['splits'][args.split]
-    names = list(json.loads((Path(args.data) / test['ann_file']).read_text()))
+    evaluated = meta['splits'][args.split]
+    names = list(json.loads((Path(args.data) / evaluated['ann_file']).read_text()))
     index = {name: i for i, name in enumerate(names)}
     twins = {index[a]: [index[b] for b in group if b != a]
-             for group in test['twin_groups'] for a in group}
+             for group in evaluated['twin_groups'] for a in group}
     results = dict(
         split=args.split,
         epochs=args.epochs or _config_epochs(METHODS['tempme'][1]),
-        order_blind_ceiling_t2v_R1=test['order_blind_ceiling_t2v_R1'],
-        order_dependent_ceiling_t2v_R1=test['order_dependent_ceiling_t2v_R1'],
-        chance_t2v_R1=test['chance_t2v_R1'],
-        num_videos=test['num_videos'], num_captions=test['num_captions'],
-        num_order_captions=len(test['order_dependent_captions']),
+        order_blind_ceiling_t2v_R1=evaluated['order_blind_ceiling_t2v_R1'],
+        order_dependent_ceiling_t2v_R1=evaluated['order_dependent_ceiling_t2v_R1'],
+        chance_t2v_R1=evaluated['chance_t2v_R1'],
+        num_videos=evaluated['num_videos'], num_captions=evaluated['num_captions'],
+        num_order_captions=len(evaluated['order_dependent_captions']),
         methods={})
     for name in args.methods:
         results['methods'][name] = evaluate_method(name, METHODS[name][1], args,
-                                                   test['ann_file'],
-                                                   test['order_dependent_captions'], twins)
+                                                   evaluated['ann_file'],
+                                                   evaluated['order_dependent_captions'], twins)
     table = write_reports(results, Path(args.work_dir))
     print('\n' + table + f'\n\nwritten to {args.work_dir}/results.{{json,md,png}}')
     return results
