@@ -124,7 +124,7 @@ class AtomicCheckpointHook(CheckpointHook):
         except BaseException:  # the new best was not saved: keep the previous one as best
             self._set_best_paths(previous)
             for key in [key for key in info if key.startswith('best_score')]:
-                info.pop(key)
+                info.pop(key)  # including a first best score that had no predecessor
             info.update(scores)
             raise
         current = self._best_paths()
