@@ -3,8 +3,8 @@
 Generates the data once (``tools/data/make_synthetic.py``), trains each method with
 ``tools/train.py``, tests it with ``tools/test.py --dump``, and reports text-to-video and
 video-to-text recall on all captions of the evaluated split (test unless ``--split val``)
-and on its order-dependent ones, next to the
-order-blind ceiling and chance, with tokens, GMACs per video and wall time. Writes
+and on its order-dependent ones, next to the order-blind ceiling and chance, with tokens,
+GMACs per video and wall time. Writes
 ``results.json``, ``results.md`` and ``results.png`` under the work dir.
 
     python tools/demo.py                      # what `make demo` runs
