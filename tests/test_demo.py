@@ -1,4 +1,5 @@
 """`make demo`'s driver on a tiny generated benchmark, shortened to one epoch."""
+import importlib.util
 import json
 import re
 import subprocess
@@ -26,6 +27,8 @@ def test_demo_writes_the_results_table(tmp_path):
     proc = _demo(tmp_path)
     results = json.loads((work / 'results.json').read_text())
     assert (results['split'], results['num_videos'], results['epochs']) == ('test', 8, 1)
+    # the videos are generated at the frame size of the configs' pipelines
+    assert json.loads((tmp_path / 'data' / 'meta.json').read_text())['config']['size'] == 56
     # one epoch, its checkpoint, and the learning rate decayed to about zero at its end
     assert [p.name for p in (work / 'tempme').glob('*.pth')] == ['epoch_1.pth']
     last_lr = re.findall(r'Epoch\(train\) \[1\]\[16/16\]\s+base_lr: (\S+)', proc.stdout)
@@ -58,3 +61,15 @@ def test_demo_can_evaluate_on_the_validation_split(tmp_path):
     # the final checkpoint is tested once, by tools/test.py: no validation pass in training
     output = proc.stdout + proc.stderr
     assert 'Epoch(val)' not in output and 'Epoch(test)' in output
+
+
+def test_config_overrides_apply_to_what_the_demo_reads_from_the_config():
+    spec = importlib.util.spec_from_file_location('demo', ROOT / 'tools' / 'demo.py')
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    cfg = demo._load_config('configs/tempme_synthetic.py', [
+        'model.clip.arch.vision_cfg.mlp_ratio=4.0', 'train_cfg.max_epochs=2'])
+    assert cfg.model.clip.arch.vision_cfg.mlp_ratio == 4.0 and cfg.train_cfg.max_epochs == 2
+    assert cfg.model.clip.arch.vision_cfg.width == 32  # the rest is the config's
+    plain = demo._load_config('configs/tempme_synthetic.py')
+    assert demo._cost(cfg)['gmacs_per_video'] > demo._cost(plain)['gmacs_per_video']

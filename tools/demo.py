@@ -4,11 +4,12 @@ Generates the data once (``tools/data/make_synthetic.py``), trains each method w
 ``tools/train.py``, tests it with ``tools/test.py --dump``, and reports text-to-video and
 video-to-text recall on all captions of the evaluated split (test unless ``--split val``)
 and on its order-dependent ones, next to the order-blind ceiling and chance, with tokens,
-GMACs per video and wall time. Writes
-``results.json``, ``results.md`` and ``results.png`` under the work dir.
+GMACs per video and wall time. Writes ``results.json``, ``results.md`` and
+``results.png`` under the work dir. The videos are generated at the frame size of the
+configs' pipelines.
 
     python tools/demo.py                      # what `make demo` runs
-    python tools/demo.py --epochs 6           # twice the training
+    python tools/demo.py --epochs 12          # twice the training
     python tools/demo.py --split val --methods tempme --cfg-options KEY=VALUE
                                               # compare settings without the test split
 """
@@ -70,18 +71,22 @@ def _epoch_options(epochs: int) -> List[str]:
             f'default_hooks.checkpoint.interval={epochs}']
 
 
-def _config_epochs(config: str) -> int:
-    from mmengine.config import Config
-    return Config.fromfile(str(ROOT / config)).train_cfg.max_epochs
+def _load_config(config: str, options: List[str] = ()):
+    """The config as tools/train.py sees it, ``--cfg-options`` applied."""
+    from mmengine.config import Config, DictAction
+    cfg = Config.fromfile(str(ROOT / config))
+    if options:
+        parser = argparse.ArgumentParser()
+        parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+        cfg.merge_from_dict(parser.parse_args(['--cfg-options', *options]).cfg_options)
+    return cfg
 
 
-def _cost(config: str) -> Dict[str, float]:
+def _cost(cfg) -> Dict[str, float]:
     """Tokens and GMACs per video of a config's video encoder (random weights suffice)."""
     from mmaction.registry import MODELS
-    from mmengine.config import Config
 
     from projects.tempme.profiling import video_gmacs
-    cfg = Config.fromfile(str(ROOT / config))
     model = MODELS.build(cfg.model)
     encoder = model.video_encoder
     image_size = cfg.model.clip.arch['vision_cfg']['image_size']
@@ -125,7 +130,7 @@ def evaluate_method(name: str, config: str, args: argparse.Namespace, ann_file: 
     return dict(**everything, t2v_R1_order=order['t2v_R1'], t2v_R5_order=order['t2v_R5'],
                 t2v_R10_order=order['t2v_R10'], order_twin_win_rate=win_rate,
                 train_wall_s=train_wall,
-                test_wall_s=test_wall, **_cost(config))
+                test_wall_s=test_wall, **_cost(_load_config(config, options)))
 
 
 def write_reports(results: dict, work_dir: Path) -> str:
@@ -192,7 +197,11 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     sizes = [f'--num-{split}={getattr(args, f"num_{split}")}' for split in ('train', 'val', 'test')
              if getattr(args, f'num_{split}') is not None]
-    _run(['tools/data/make_synthetic.py', '--out', args.data, '--seed', str(args.seed), *sizes])
+    # the videos are generated at the frame size the configs' pipelines expect
+    tempme_cfg = _load_config(METHODS['tempme'][1], args.cfg_options)
+    image_size = tempme_cfg.model.clip.arch['vision_cfg']['image_size']
+    _run(['tools/data/make_synthetic.py', '--out', args.data, '--seed', str(args.seed),
+          '--size', str(image_size), *sizes])
     meta = json.loads((Path(args.data) / 'meta.json').read_text())
     evaluated = meta['splits'][args.split]
     names = list(json.loads((Path(args.data) / evaluated['ann_file']).read_text()))
@@ -201,7 +210,7 @@ def main(argv=None) -> dict:
              for group in evaluated['twin_groups'] for a in group}
     results = dict(
         split=args.split,
-        epochs=args.epochs or _config_epochs(METHODS['tempme'][1]),
+        epochs=args.epochs or tempme_cfg.train_cfg.max_epochs,
         order_blind_ceiling_t2v_R1=evaluated['order_blind_ceiling_t2v_R1'],
         order_dependent_ceiling_t2v_R1=evaluated['order_dependent_ceiling_t2v_R1'],
         chance_t2v_R1=evaluated['chance_t2v_R1'],

@@ -52,7 +52,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--num-val', type=int, default=200, help='validation videos')
     parser.add_argument('--num-test', type=int, default=200, help='test videos')
     parser.add_argument('--frames', type=int, default=12, help='frames per video (>= 4)')
-    parser.add_argument('--size', type=int, default=112, help='frame side in pixels (>= 32)')
+    parser.add_argument('--size', type=int, default=56,
+                        help='frame side in pixels (>= 32); configs/tempme_synthetic.py reads '
+                        '56 px frames as 7 x 7 patches of 8 px')
     parser.add_argument('--captions-per-video', type=int, default=2)
     parser.add_argument(
         '--twin-fraction', type=float, default=0.5,

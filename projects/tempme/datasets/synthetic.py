@@ -65,8 +65,8 @@ BACKGROUND: Tuple[int, int, int] = (0, 0, 0)
 ORDER_TEMPLATES: Tuple[str, ...] = ('then', 'first', 'after', 'before')
 ORDER_FREE_TEMPLATES: Tuple[str, ...] = ('and', 'objects')
 
-# Object side and travel of one move, as fractions of the frame size (28-40 px and
-# 22-36 px at 112 px: several 16 px patches, so a ViT-B/16-like model sees them).
+# Object side and travel of one move, as fractions of the frame size (14-20 px and
+# 11-18 px at 56 px: several 8 px patches, so a model with that patch size sees them).
 OBJECT_FRACTION = (0.25, 0.36)
 TRAVEL_FRACTION = (0.20, 0.32)
 MARGIN = 2
