@@ -20,9 +20,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import TYPE_CHECKING, Dict, List, Sequence
 
 import torch
+
+if TYPE_CHECKING:
+    from mmengine.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = {
@@ -71,7 +74,7 @@ def _epoch_options(epochs: int) -> List[str]:
             f'default_hooks.checkpoint.interval={epochs}']
 
 
-def _load_config(config: str, options: List[str] = ()):
+def _load_config(config: str, options: Sequence[str] = ()) -> 'Config':
     """The config as tools/train.py sees it, ``--cfg-options`` applied."""
     from mmengine.config import Config, DictAction
     cfg = Config.fromfile(str(ROOT / config))
@@ -82,7 +85,7 @@ def _load_config(config: str, options: List[str] = ()):
     return cfg
 
 
-def _cost(cfg) -> Dict[str, float]:
+def _cost(cfg: 'Config') -> Dict[str, float]:
     """Tokens and GMACs per video of a config's video encoder (random weights suffice)."""
     from mmaction.registry import MODELS
 
