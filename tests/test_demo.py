@@ -9,14 +9,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _demo(tmp_path, *args):
+def _demo(tmp_path, *args, options=()):
     # 16 iterations per epoch, so that the 10% warm-up lasts at least one
     small = ['train_dataloader.batch_size=2', 'val_dataloader.batch_size=4',
              'test_dataloader.batch_size=4']
     proc = subprocess.run(
         [sys.executable, 'tools/demo.py', '--data', str(tmp_path / 'data'), '--work-dir',
          str(tmp_path / 'demo'), '--num-train', '16', '--num-val', '4', '--num-test', '8',
-         '--epochs', '1', *args, '--cfg-options', *small],
+         '--epochs', '1', *args, '--cfg-options', *small, *options],
         cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
@@ -27,8 +27,6 @@ def test_demo_writes_the_results_table(tmp_path):
     proc = _demo(tmp_path)
     results = json.loads((work / 'results.json').read_text())
     assert (results['split'], results['num_videos'], results['epochs']) == ('test', 8, 1)
-    # the videos are generated at the frame size of the configs' pipelines
-    assert json.loads((tmp_path / 'data' / 'meta.json').read_text())['config']['size'] == 56
     # one epoch, its checkpoint, and the learning rate decayed to about zero at its end
     assert [p.name for p in (work / 'tempme').glob('*.pth')] == ['epoch_1.pth']
     last_lr = re.findall(r'Epoch\(train\) \[1\]\[16/16\]\s+base_lr: (\S+)', proc.stdout)
@@ -51,13 +49,17 @@ def test_demo_writes_the_results_table(tmp_path):
 
 
 def test_demo_can_evaluate_on_the_validation_split(tmp_path):
-    proc = _demo(tmp_path, '--split', 'val', '--methods', 'tempme')
+    # 112 px frames in 16 px patches: still 50 tokens, and not the generator's default size
+    proc = _demo(tmp_path, '--split', 'val', '--methods', 'tempme', options=[
+        'model.clip.arch.vision_cfg.image_size=112', 'model.clip.arch.vision_cfg.patch_size=16'])
     results = json.loads((tmp_path / 'demo' / 'results.json').read_text())
     meta = json.loads((tmp_path / 'data' / 'meta.json').read_text())['splits']['val']
     assert (results['split'], results['num_videos'], results['num_captions']) == ('val', 4, 8)
     assert results['chance_t2v_R1'] == 25.0
     assert results['num_order_captions'] == len(meta['order_dependent_captions'])
     assert list(results['methods']) == ['tempme']
+    # the videos are generated at the frame size of the (overridden) config
+    assert json.loads((tmp_path / 'data' / 'meta.json').read_text())['config']['size'] == 112
     # the final checkpoint is tested once, by tools/test.py: no validation pass in training
     output = proc.stdout + proc.stderr
     assert 'Epoch(val)' not in output and 'Epoch(test)' in output
