@@ -18,22 +18,19 @@ model = dict(
         vision_cfg=dict(image_size=56, patch_size=8, width=32, head_width=16, mlp_ratio=2.0),
         text_cfg=dict(width=64, heads=2, layers=2))))
 
-# Every video has exactly 12 frames: take each of them once, in order.
-sample = dict(type='SampleFrames', clip_len=12, frame_interval=1, num_clips=1)
+# The reference frame rule (12 frames of a 1 fps video: every frame, in order) and resize,
+# so the demo's checkpoint also takes real videos of any size. No RandAugment: its colour
+# operations (Invert, Solarize, Color) would contradict captions such as "turns red".
+image_size = 56
 train_pipeline = [
     dict(type='DecordInit'),
-    dict(**sample),
+    dict(type='FpsGridSample', clip_len=12, frame_rate=1),
     dict(type='DecordDecode'),
+    dict(type='PILResizeCenterCrop', size=image_size),
     dict(type='OpenCLIPTokenize', context_length=32),
     dict(type='PackVideoTextInputs'),
 ]
-test_pipeline = [
-    dict(type='DecordInit'),
-    dict(**sample, test_mode=True),
-    dict(type='DecordDecode'),
-    dict(type='OpenCLIPTokenize', context_length=32),
-    dict(type='PackVideoTextInputs'),
-]
+test_pipeline = train_pipeline
 # Order twins (the same frames in another order) share a global batch, so the loss has
 # to tell them apart: without that, random batches almost never contain a twin pair.
 train_dataloader = dict(

@@ -18,24 +18,14 @@ model = dict(
         weights=None))
 
 image_size = 112
+# The reference pipelines at this model's frame size.
 train_pipeline = [
-    dict(type='DecordInit'),
-    dict(type='UniformSample', clip_len=12, num_clips=1, test_mode=False),
-    dict(type='DecordDecode'),
-    dict(type='Resize', scale=(-1, image_size)),
-    dict(type='CenterCrop', crop_size=image_size),
-    dict(type='OpenCLIPTokenize', context_length=32),
-    dict(type='PackVideoTextInputs'),
-]
+    dict(t, size=image_size) if t['type'] == 'PILResizeCenterCrop' else
+    dict(t, translate_const=int(0.45 * image_size)) if t['type'] == 'ClipRandAugment' else t
+    for t in _base_.train_pipeline]
 test_pipeline = [
-    dict(type='DecordInit'),
-    dict(type='UniformSample', clip_len=12, num_clips=1, test_mode=True),
-    dict(type='DecordDecode'),
-    dict(type='Resize', scale=(-1, image_size)),
-    dict(type='CenterCrop', crop_size=image_size),
-    dict(type='OpenCLIPTokenize', context_length=32),
-    dict(type='PackVideoTextInputs'),
-]
+    dict(t, size=image_size) if t['type'] == 'PILResizeCenterCrop' else t
+    for t in _base_.test_pipeline]
 loader = dict(batch_size=4, num_workers=0, persistent_workers=False)
 train_dataloader = dict(
     **loader,

@@ -32,13 +32,15 @@ def mmaction_scope():
 
 
 def video_text_pipeline(test_mode: bool, size: int = 32, context: int = 32) -> List[dict]:
-    """The configs' pipeline at a small frame size."""
+    """The configs' reference pipeline at a small frame size, without the training
+    RandAugment (the frames of the generated videos encode their index in their colour).
+    The reference picks the same frames in both modes; ``test_mode`` is kept for callers."""
+    del test_mode
     return [
         dict(type='DecordInit'),
-        dict(type='UniformSample', clip_len=12, num_clips=1, test_mode=test_mode),
+        dict(type='FpsGridSample', clip_len=12, frame_rate=1),
         dict(type='DecordDecode'),
-        dict(type='Resize', scale=(-1, size)),
-        dict(type='CenterCrop', crop_size=size),
+        dict(type='PILResizeCenterCrop', size=size),
         dict(type='OpenCLIPTokenize', context_length=context),
         dict(type='PackVideoTextInputs'),
     ]

@@ -462,7 +462,7 @@ def test_config_frames_tokens_schedule_and_files(path):
         dataset = cfg[f'{split}_dataloader'].dataset
         assert dataset.ann_file == f'annotations/{name}.json'
         assert dataset.get('test_mode', False) is (split != 'train')
-        assert _of_type(dataset.pipeline, 'UniformSample').clip_len == frames
+        assert _of_type(dataset.pipeline, 'FpsGridSample').clip_len == frames
         assert _of_type(dataset.pipeline, 'OpenCLIPTokenize').context_length == tokens
         assert cfg[f'{split}_dataloader'].batch_size == 16
     assert cfg.train_cfg.max_epochs == 5
@@ -483,10 +483,8 @@ def _small(pipeline, size=32):
     out = []
     for t in pipeline:
         t = dict(t)
-        if t['type'] == 'Resize':
-            t['scale'] = (-1, size)
-        elif t['type'] == 'CenterCrop':
-            t['crop_size'] = size
+        if t['type'] == 'PILResizeCenterCrop':
+            t['size'] = size
         out.append(t)
     return out
 

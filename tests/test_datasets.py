@@ -53,6 +53,10 @@ ANNOTATION: Dict[str, List[str]] = {
     'short.mp4': ['a very short clip'],
 }
 FRAMES = {'a.mp4': 20, 'b.mp4': 20, 'short.mp4': 5}
+#: np.linspace(0, n - 1, 12, dtype=int): the reference rule for videos under 12 seconds.
+EXPECTED_FRAMES = {'a.mp4': [0, 1, 3, 5, 6, 8, 10, 12, 13, 15, 17, 19],
+                   'b.mp4': [0, 1, 3, 5, 6, 8, 10, 12, 13, 15, 17, 19],
+                   'short.mp4': [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 4]}
 
 
 @pytest.fixture(scope='module')
@@ -105,13 +109,10 @@ def test_train_mode_one_item_per_caption(data_dir: Path) -> None:
         assert sample.caption_indices == [idx]
         assert sample.num_captions == 1
         assert sample.video_index == dataset.caption_to_video[idx].item()
-        # Training draws one frame from each of 12 equal segments of 0..n-1 (ends
-        # included), so frames stay in time order and span the whole video.
-        ids = decoded_frame_ids(video)
-        seg = (FRAMES[dataset.videos[sample.video_index]] - 1) / 12
-        for i, k in enumerate(ids):
-            assert round(seg * i) <= k <= round(seg * (i + 1)), (i, ids)
-        assert ids == sorted(ids)
+        # The reference has no temporal jitter: training decodes the test frames
+        # (20 frames at 10 fps: 2 positions on the 1 fps grid, so 12 spread over all).
+        expected = EXPECTED_FRAMES[dataset.videos[sample.video_index]]
+        assert decoded_frame_ids(video) == expected
 
 
 def test_test_mode_one_item_per_video(data_dir: Path) -> None:
@@ -135,14 +136,12 @@ def test_test_mode_one_item_per_video(data_dir: Path) -> None:
     assert torch.equal(text_b, tokenize(dict(captions=ANNOTATION['b.mp4']))['text'])
 
 
-def test_test_mode_frames_are_uniform_and_rgb(data_dir: Path) -> None:
+def test_test_mode_frames_follow_the_reference_rule_and_are_rgb(data_dir: Path) -> None:
     dataset = build(data_dir, test_mode=True)
-    # 20 frames, 12 segments of 19/12 frames: the rounded segment starts.
-    assert decoded_frame_ids(dataset[0]['inputs']['video']) == [
-        0, 2, 3, 5, 6, 8, 10, 11, 13, 14, 16, 17]
+    # 20 frames at 10 fps: fewer 1 fps positions than 12, so linspace over all frames.
+    assert decoded_frame_ids(dataset[0]['inputs']['video']) == EXPECTED_FRAMES['a.mp4']
     # A 5-frame video still gives 12 frames, repeating them in time order.
-    assert decoded_frame_ids(dataset[2]['inputs']['video']) == [
-        0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4]
+    assert decoded_frame_ids(dataset[2]['inputs']['video']) == EXPECTED_FRAMES['short.mp4']
 
 
 def test_lazy_init_attributes(data_dir: Path) -> None:

@@ -11,13 +11,14 @@ data_root = 'data/didemo'
 num_frames = 64
 context_length = 64
 
-# The MSR-VTT pipelines with this dataset's frame and token counts.
+# The MSR-VTT pipelines with this dataset's frame and token counts (the reference's
+# 1 fps grid rule, thinned to 64 frames).
 train_pipeline = [
-    dict(t, clip_len=num_frames) if t['type'] == 'UniformSample' else
+    dict(t, clip_len=num_frames) if t['type'] == 'FpsGridSample' else
     dict(t, context_length=context_length) if t['type'] == 'OpenCLIPTokenize' else t
     for t in _base_.train_pipeline]
 test_pipeline = [
-    dict(t, clip_len=num_frames) if t['type'] == 'UniformSample' else
+    dict(t, clip_len=num_frames) if t['type'] == 'FpsGridSample' else
     dict(t, context_length=context_length) if t['type'] == 'OpenCLIPTokenize' else t
     for t in _base_.test_pipeline]
 

@@ -9,21 +9,26 @@ num_frames = 12
 image_size = 224
 context_length = 32
 
+# TempMe's published data protocol (README, "Evaluation protocol"): frames on a 1 fps grid
+# thinned to num_frames (the same in training and evaluation), PIL bicubic short side to
+# image_size and a centre crop; training adds RandAugment drawn once per clip, before the
+# resize. tools/analysis/check_pipeline.py compares it with the published loader.
+frame_sampler = dict(type='FpsGridSample', clip_len=num_frames, frame_rate=1)
 train_pipeline = [
     dict(type='DecordInit'),
-    dict(type='UniformSample', clip_len=num_frames, num_clips=1, test_mode=False),
+    frame_sampler,
     dict(type='DecordDecode'),
-    dict(type='Resize', scale=(-1, image_size)),
-    dict(type='CenterCrop', crop_size=image_size),
+    dict(type='ClipRandAugment', config='rand-m7-n4-mstd0.5-inc1',
+         translate_const=int(0.45 * image_size), interpolation='bicubic'),
+    dict(type='PILResizeCenterCrop', size=image_size),
     dict(type='OpenCLIPTokenize', context_length=context_length),
     dict(type='PackVideoTextInputs'),
 ]
 test_pipeline = [
     dict(type='DecordInit'),
-    dict(type='UniformSample', clip_len=num_frames, num_clips=1, test_mode=True),
+    frame_sampler,
     dict(type='DecordDecode'),
-    dict(type='Resize', scale=(-1, image_size)),
-    dict(type='CenterCrop', crop_size=image_size),
+    dict(type='PILResizeCenterCrop', size=image_size),
     dict(type='OpenCLIPTokenize', context_length=context_length),
     dict(type='PackVideoTextInputs'),
 ]

@@ -1,5 +1,8 @@
 """Video-text retrieval data: the dataset, caption tokenization and input packing."""
+from .frame_sampling import FpsGridSample, grid_frame_indices
 from .group_sampler import VideoGroupSampler, load_groups
+from .rand_augment import ClipRandAugment
+from .resize import PILResizeCenterCrop, resize_center_crop
 from .transforms import (OpenCLIPTokenize, PackVideoTextInputs, caption_token_count,
                          tokenize_captions, truncated_captions)
 from .video_check import VideoProbe, probe_video, probe_videos
@@ -10,5 +13,6 @@ __all__ = [
     'AnnotationError', 'OpenCLIPTokenize', 'PackVideoTextInputs', 'VideoTextRetrievalDataset',
     'load_video_captions', 'tokenize_captions', 'VideoGroupSampler', 'load_groups',
     'VideoCheckError', 'VideoLoadError', 'VideoProbe', 'probe_video', 'probe_videos',
-    'caption_token_count', 'truncated_captions'
+    'caption_token_count', 'truncated_captions', 'FpsGridSample', 'grid_frame_indices',
+    'ClipRandAugment', 'PILResizeCenterCrop', 'resize_center_crop'
 ]

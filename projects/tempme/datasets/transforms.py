@@ -1,12 +1,8 @@
 """Text tokenization and packing transforms for video-text retrieval.
 
-Pipeline (see :class:`~projects.tempme.datasets.VideoTextRetrievalDataset`)::
+They close the pipeline (see :class:`~projects.tempme.datasets.VideoTextRetrievalDataset`)::
 
-    dict(type='DecordInit'),
-    dict(type='UniformSample', clip_len=12, num_clips=1, test_mode=False),
-    dict(type='DecordDecode'),
-    dict(type='Resize', scale=(-1, 224)),
-    dict(type='CenterCrop', crop_size=224),
+    ... frames ...,
     dict(type='OpenCLIPTokenize', context_length=32),
     dict(type='PackVideoTextInputs'),
 

@@ -5,19 +5,18 @@ caption per video in a batch. Evaluation iterates over videos, each item carryin
 of that video's captions, so every video is decoded once and every caption tokenized
 once; the global caption ids let the metric rebuild the caption -> video map.
 
-Pipeline (the one the configs use; sizes are CLIP's)::
+Pipeline (the one the configs use: TempMe's published data protocol)::
 
     train_pipeline = [
         dict(type='DecordInit'),
-        dict(type='UniformSample', clip_len=12, num_clips=1),
+        dict(type='FpsGridSample', clip_len=12, frame_rate=1),
         dict(type='DecordDecode'),
-        dict(type='Resize', scale=(-1, 224)),
-        dict(type='CenterCrop', crop_size=224),
+        dict(type='ClipRandAugment', config='rand-m7-n4-mstd0.5-inc1'),
+        dict(type='PILResizeCenterCrop', size=224),
         dict(type='OpenCLIPTokenize', context_length=32),
         dict(type='PackVideoTextInputs'),
     ]
-    # evaluation: the same with dict(type='UniformSample', clip_len=12, num_clips=1,
-    #                                 test_mode=True)
+    # evaluation: the same without ClipRandAugment
 """
 import json
 import os.path as osp
@@ -156,16 +155,14 @@ class VideoTextRetrievalDataset(BaseDataset):
     - ``video_index``: the video's position in the file;
     - ``captions`` / ``caption_indices``: training, one caption and its global id;
       evaluation (``test_mode=True``), all of the video's captions and their ids;
-    - ``start_index=0`` and ``modality='RGB'``, which mmaction2's ``UniformSample`` and
+    - ``start_index=0`` and ``modality='RGB'``, which mmaction2's samplers and
       ``Resize`` read.
 
-    Frame sampling: ``UniformSample(clip_len)`` splits frames ``0..n-1`` into
-    ``clip_len`` equal segments. In training it draws a random frame from each segment
-    (both ends included); in test mode it takes each segment's rounded start plus
-    ``int(segment / 2)`` for ``num_clips=1``. A video with fewer than ``clip_len``
-    frames gets repeated frames (a 5-frame video gives 0,0,1,1,1,2,2,2,3,3,3,4 in test
-    mode), so every item has exactly ``clip_len * num_clips`` frames in time order.
-    Such videos are counted and logged at start-up, not rejected.
+    Frame sampling is the pipeline's (``FpsGridSample``: see
+    :mod:`.frame_sampling`). A video with fewer than ``clip_len`` frames gets repeated
+    frames (a 5-frame video gives 0,0,0,1,1,1,2,2,2,3,3,4), so every item has exactly
+    ``clip_len`` frames in time order. Such videos are counted and logged at start-up,
+    not rejected.
 
     Bad input is found at start-up, before any training step (``full_init``):
 
