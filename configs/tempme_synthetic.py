@@ -57,11 +57,7 @@ optim_wrapper = dict(
     optimizer=dict(lr=5e-4, weight_decay=0.05),
     # the temporal embeddings are the only path for frame order: let them move faster
     paramwise_cfg=dict(custom_keys={'temporal_embedding': dict(lr_mult=10.0, decay_mult=0.0)}))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-2, by_epoch=True, begin=0, end=0.1 * max_epochs,
-         convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', T_max=0.9 * max_epochs, eta_min=0.0, by_epoch=True,
-         begin=0.1 * max_epochs, end=max_epochs, convert_to_iter_based=True),
-]
+param_scheduler = [dict(type='WarmupCosineLR', warmup_ratio=0.1, start_factor=1e-2, by_epoch=True,
+                        convert_to_iter_based=True)]
 default_hooks = dict(logger=dict(interval=10),
                      checkpoint=dict(interval=max_epochs, save_best=None, max_keep_ckpts=1))

@@ -40,12 +40,8 @@ test_dataloader = val_dataloader
 max_epochs = 2
 train_cfg = dict(max_epochs=max_epochs)
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-2, by_epoch=True, begin=0, end=0.2 * max_epochs,
-         convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', T_max=0.8 * max_epochs, eta_min=0.0, by_epoch=True,
-         begin=0.2 * max_epochs, end=max_epochs, convert_to_iter_based=True),
-]
+param_scheduler = [dict(type='WarmupCosineLR', warmup_ratio=0.2, start_factor=1e-2, by_epoch=True,
+                        convert_to_iter_based=True)]
 default_hooks = dict(logger=dict(interval=1))
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 # No base weight file to put adapters on: keep whole checkpoints.

@@ -65,12 +65,9 @@ def _data_options(data: str, ann_file: str) -> List[str]:
 
 
 def _epoch_options(epochs: int) -> List[str]:
-    """Overrides that train ``epochs`` epochs with the synthetic configs' schedule shape:
-    10% linear warm-up, cosine decay to zero, one checkpoint at the end, no validation."""
-    warmup = 0.1 * epochs
+    """Overrides that train ``epochs`` epochs: the learning-rate schedule follows
+    ``max_epochs`` by itself; one checkpoint at the end and no validation, as configured."""
     return [f'train_cfg.max_epochs={epochs}', f'train_cfg.val_begin={epochs + 1}',
-            f'param_scheduler.0.end={warmup}', f'param_scheduler.1.begin={warmup}',
-            f'param_scheduler.1.T_max={epochs - warmup}', f'param_scheduler.1.end={epochs}',
             f'default_hooks.checkpoint.interval={epochs}']
 
 

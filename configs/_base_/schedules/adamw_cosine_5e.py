@@ -1,7 +1,6 @@
 # The reference recipe: AdamW lr 6e-4, weight decay 0.2, 5 epochs, cosine decay after a
 # linear warm-up over the first 10% of training, gradient norm clipped at 1.0.
 max_epochs = 5
-warmup_epochs = 0.1 * max_epochs
 
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=1)
 val_cfg = dict(type='ValLoop')
@@ -18,11 +17,13 @@ optim_wrapper = dict(
                    fused=True),
     clip_grad=dict(max_norm=1.0, norm_type=2))
 
+# Warm-up from 0 over the first 10% of the iterations, then cosine to 0 (the published
+# get_cosine_schedule_with_warmup). No `end`: the runner sizes it from train_cfg.max_epochs
+# and the loader's length when training starts, so --cfg-options train_cfg.max_epochs=N
+# moves the whole schedule.
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=warmup_epochs,
-         convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', T_max=max_epochs - warmup_epochs, eta_min=0.0,
-         by_epoch=True, begin=warmup_epochs, end=max_epochs, convert_to_iter_based=True),
+    dict(type='WarmupCosineLR', warmup_ratio=0.1, start_factor=0.0, end_factor=0.0,
+         by_epoch=True, convert_to_iter_based=True),
 ]
 
 # The recipe assumes a global batch of 128; enable to rescale lr for other batch sizes.

@@ -2,10 +2,11 @@
 from .atomic_checkpoint import AtomicCheckpointHook, AtomicLocalBackend
 from .hooks import EpochSeedHook, PEFTCheckpointHook
 from .nonfinite import GuardedAmpOptimWrapper, GuardedOptimWrapper, NonFiniteLossError
+from .schedulers import WarmupCosineLR, warmup_cosine_factor
 from .strict_load import CheckpointMismatchError, StrictLoadHook
 
 __all__ = [
     'AtomicCheckpointHook', 'AtomicLocalBackend', 'CheckpointMismatchError', 'EpochSeedHook',
     'GuardedAmpOptimWrapper', 'GuardedOptimWrapper', 'NonFiniteLossError', 'PEFTCheckpointHook',
-    'StrictLoadHook'
+    'StrictLoadHook', 'WarmupCosineLR', 'warmup_cosine_factor'
 ]
