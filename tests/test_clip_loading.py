@@ -1,5 +1,6 @@
 """Offline CLIP loading: every supported weight format, clear errors, no network."""
 import copy
+from typing import Tuple
 
 import pytest
 import torch
@@ -92,3 +93,65 @@ def test_pickled_code_is_refused(tmp_path):
     with pytest.raises(RuntimeError, match='evil.pt'):
         build_open_clip(TINY_CLIP, weights=str(path))
     assert not marker.exists()
+
+
+def test_torchscript_is_read_without_running_its_code(tmp_path, source):
+    """A scripted __setstate__ that creates a file runs under torch.jit.load, never here."""
+    marker = tmp_path / 'written_by_the_archive'
+
+    class Payload(torch.nn.Module):
+        def __init__(self, target: str):
+            super().__init__()
+            self.weight = torch.ones(2)
+            self.target = target
+
+        def forward(self, x):
+            return x * self.weight
+
+        @torch.jit.export
+        def __getstate__(self):
+            return (self.weight, self.training, self.target)
+
+        @torch.jit.export
+        def __setstate__(self, state: Tuple[torch.Tensor, bool, str]):
+            # the file's zeros are added, so scripting cannot drop the call
+            self.weight = state[0] + torch.from_file(state[2], shared=True, size=2)
+            self.training = state[1]
+            self.target = state[2]
+
+    path = tmp_path / 'payload.pt'
+    torch.jit.save(torch.jit.script(Payload(str(marker))), str(path))
+    assert not marker.exists()
+    torch.jit.load(str(path))  # the proof that the archive carries a working payload
+    assert marker.exists()
+    marker.unlink()
+    with pytest.raises(RuntimeError, match='payload.pt'):
+        build_open_clip(TINY_CLIP, weights=str(path))
+    assert not marker.exists()
+
+
+def test_torchscript_archive_asking_for_other_code_is_refused(tmp_path, source):
+    path = tmp_path / 'ViT.pt'
+    _torchscript(source, path)
+    # rewrite data.pkl so that it asks for os.system
+    import zipfile
+    evil = tmp_path / 'evil.pt'
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(evil, 'w') as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename.endswith('/data.pkl'):
+                data = data.replace(b'ctorch._utils\n_rebuild_tensor_v2\n', b'cposix\nsystem\n', 1)
+            dst.writestr(item, data)
+    with pytest.raises(RuntimeError, match=r'evil.pt: the archive asks for posix.system'):
+        read_clip_state_dict(str(evil))
+
+
+def test_torchscript_attributes_that_are_not_weights_are_left_out(tmp_path, source):
+    # OpenAI's archives keep e.g. attention masks as plain tensor attributes
+    model = copy.deepcopy(source)
+    model.transformer.extra_mask = torch.zeros(3)
+    path = tmp_path / 'ViT.pt'
+    _torchscript(model, path)
+    state = read_clip_state_dict(str(path))
+    assert 'transformer.extra_mask' not in state
+    assert _same_weights(build_open_clip(TINY_CLIP, weights=str(path)), source)

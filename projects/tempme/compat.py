@@ -16,8 +16,9 @@ import os
 import pickle
 import sys
 import types
+import urllib.parse
 import warnings
-from typing import Any, Callable, Dict, Iterable, List, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -26,7 +27,8 @@ from mmengine.logging.history_buffer import HistoryBuffer
 __all__ = [
     'APPLIED', 'SAFE_CHECKPOINT_GLOBALS', 'CheckpointLoadError', 'MissingDRN', 'apply_fixes',
     'fix_missing_drn', 'fix_transformers_for_vindlu', 'install_safe_checkpoint_loader',
-    'register_safe_checkpoint_globals', 'safe_load_checkpoint'
+    'register_safe_checkpoint_globals', 'safe_load_checkpoint', 'safe_load_url',
+    'download_checkpoint'
 ]
 
 
@@ -302,14 +304,57 @@ def _refused_globals(path: Union[str, os.PathLike]) -> List[str]:
     return [name for name in unsafe if name not in allowed]
 
 
+_URL_SCHEMES = ('http://', 'https://')
+
+
+def download_checkpoint(url: str, model_dir: Optional[str] = None, progress: bool = True,
+                        file_name: Optional[str] = None) -> str:
+    """The local copy of a checkpoint URL, downloaded once into torch.hub's cache.
+
+    The same cache as ``torch.hub.load_state_dict_from_url`` (``<hub dir>/checkpoints``);
+    the download goes to a temporary file that is renamed when complete.
+    """
+    name = file_name or os.path.basename(urllib.parse.urlparse(url).path)
+    if not name:
+        raise CheckpointLoadError(f'cannot tell a file name from the checkpoint URL {url!r}')
+    model_dir = model_dir or os.path.join(torch.hub.get_dir(), 'checkpoints')
+    cached = os.path.join(model_dir, name)
+    if not os.path.exists(cached):
+        os.makedirs(model_dir, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(url, cached, None, progress=progress)
+        except Exception as exc:
+            raise CheckpointLoadError(f'cannot download checkpoint {url!r} to {cached!r}: '
+                                      f'{exc}') from exc
+    return cached
+
+
+def safe_load_url(url: str, model_dir: Optional[str] = None, map_location: Any = None,
+                  progress: bool = True, check_hash: bool = False,
+                  file_name: Optional[str] = None, weights_only: bool = True, **_: Any) -> Any:
+    """``torch.hub.load_state_dict_from_url`` with :func:`safe_load_checkpoint` loading.
+
+    torch's function loads with ``weights_only=False`` unless told otherwise, and mmengine
+    (``load_from_http``, used for ``http(s)://``, ``torchvision://``, ``mmcls://`` and
+    ``openmmlab://`` checkpoints) does not tell it; a cached or downloaded file could run
+    code. ``weights_only`` is accepted for the signature and always true here.
+    """
+    del check_hash, weights_only
+    return safe_load_checkpoint(download_checkpoint(url, model_dir, progress, file_name),
+                                map_location=map_location)
+
+
 def safe_load_checkpoint(path: Union[str, os.PathLike],
                          map_location: Any = 'cpu') -> Any:
     """Load a checkpoint with ``weights_only=True`` and :data:`SAFE_CHECKPOINT_GLOBALS`.
 
+    ``path`` may be an ``http(s)://`` URL: it is downloaded into torch.hub's cache first.
     Works whether or not the allow-list is registered globally, and leaves the global
     registration as it was. Raises :class:`CheckpointLoadError` naming the file when torch
     refuses or cannot read it, and the code a refused file asked to run.
     """
+    if isinstance(path, str) and path.startswith(_URL_SCHEMES):
+        path = download_checkpoint(path)
     serialization = torch.serialization
     if not hasattr(serialization, 'safe_globals'):
         raise CheckpointLoadError(
@@ -343,19 +388,26 @@ def _load_local_checkpoint(filename: str, map_location: Any = None) -> Any:
 
 
 def install_safe_checkpoint_loader() -> bool:
-    """Load local checkpoints in mmengine through :func:`safe_load_checkpoint`.
+    """Load every checkpoint mmengine opens through :func:`safe_load_checkpoint`.
 
-    Targets mmengine 0.10.7, whose local loader calls ``torch.load`` without
-    ``weights_only``: unrestricted unpickling on torch < 2.6, and on every torch a bare
-    UnpicklingError without the file name. ``load_from``, ``--resume`` and ``tools/test.py``
-    all go through that loader, which is replaced for paths without a URL scheme. Returns
-    True when it was installed now.
+    Targets mmengine 0.10.7 (``setup.cfg`` pins ``<0.11``). Its local loader calls
+    ``torch.load`` without ``weights_only`` (unrestricted unpickling on torch < 2.6, and on
+    every torch a bare UnpicklingError without the file name), and its URL loaders call
+    ``torch.hub``'s ``load_url``, which unpickles without restriction. ``load_from``,
+    ``--resume`` and ``tools/test.py`` go through these loaders: the local one is replaced,
+    and the module's ``load_url`` becomes :func:`safe_load_url`. Returns True when
+    something was installed now.
     """
-    from mmengine.runner.checkpoint import CheckpointLoader
-    if CheckpointLoader._schemes.get('') is _load_local_checkpoint:
-        return False
-    CheckpointLoader.register_scheme(prefixes='', loader=_load_local_checkpoint, force=True)
-    return True
+    from mmengine.runner import checkpoint
+    installed = False
+    if checkpoint.CheckpointLoader._schemes.get('') is not _load_local_checkpoint:
+        checkpoint.CheckpointLoader.register_scheme(
+            prefixes='', loader=_load_local_checkpoint, force=True)
+        installed = True
+    if checkpoint.load_url is not safe_load_url:
+        checkpoint.load_url = safe_load_url
+        installed = True
+    return installed
 
 
 # ---------------------------------------------------------------------------------------------

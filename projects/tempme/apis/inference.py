@@ -79,9 +79,9 @@ def load_retriever_checkpoint(model: torch.nn.Module, path: str) -> str:
     ``PEFTCheckpointHook``) hold the trained weights only; the frozen ones stay as built,
     i.e. the configured base CLIP weights. A whole checkpoint must fit exactly.
     """
-    if not os.path.isfile(path):
+    if not path.startswith(('http://', 'https://')) and not os.path.isfile(path):
         raise FileNotFoundError(f'checkpoint not found: {path!r}')
-    checkpoint = safe_load_checkpoint(path)
+    checkpoint = safe_load_checkpoint(path)  # URLs: downloaded, then loaded weights-only
     state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
         raise ValueError(f'{path!r} holds no state dict')

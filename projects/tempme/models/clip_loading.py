@@ -6,19 +6,21 @@ Weights come only from a local file; nothing here touches the network.
 
 Supported weight files:
 
-* OpenAI TorchScript archives (``ViT-B-32.pt`` as released by OpenAI);
+* OpenAI TorchScript archives (``ViT-B-32.pt`` as released by OpenAI), read as data
+  without running their code (:mod:`.torchscript_weights`);
 * plain state dicts in ``.pt``/``.pth``/``.bin`` (OpenAI or open_clip key names);
 * ``.safetensors``;
 * open_clip training checkpoints (``{'state_dict': ...}``, ``module.`` prefixes).
 """
 import os
-import zipfile
 from typing import Dict, Optional, Union
 
 import open_clip
 import torch
 from open_clip.factory import load_state_dict
 from open_clip.model import resize_pos_embed
+
+from .torchscript_weights import is_torchscript_archive, read_torchscript_state_dict
 
 #: Where the configs look for CLIP weights unless told otherwise.
 DEFAULT_WEIGHTS = {
@@ -68,10 +70,9 @@ def build_open_clip(arch: Union[str, dict] = 'ViT-B-32', weights: Optional[str] 
 
 def read_clip_state_dict(path: str) -> Dict[str, torch.Tensor]:
     """Read a CLIP state dict from any supported local file."""
-    if _is_torchscript(path):
-        # TorchScript archives hold code, not pickled Python objects: torch.jit.load
-        # reads them without unpickling arbitrary classes.
-        state_dict = dict(torch.jit.load(path, map_location='cpu').state_dict())
+    if is_torchscript_archive(path):
+        # OpenAI's release format; read as data, never with torch.jit.load (which runs code)
+        state_dict = read_torchscript_state_dict(path)
     else:
         try:
             state_dict = load_state_dict(path, device='cpu', weights_only=True)
@@ -106,11 +107,3 @@ def load_clip_weights(model: torch.nn.Module, path: str) -> None:
 
 def _head(items: list, n: int = 10) -> str:
     return f'{items[:n]}{f" ... ({len(items)} in all)" if len(items) > n else ""}'
-
-
-def _is_torchscript(path: str) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith('constants.pkl') or '/code/' in name
-                   for name in archive.namelist())

@@ -1,0 +1,118 @@
+"""Checkpoint URLs are downloaded, then loaded weights-only: a crafted file never runs.
+
+A local HTTP server stands in for the network; torch.hub's cache is a temporary folder.
+"""
+import functools
+import http.server
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.runner.checkpoint import CheckpointLoader
+
+from projects.tempme.apis.inference import load_retriever_checkpoint
+from projects.tempme.compat import CheckpointLoadError, safe_load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _Payload:
+    """Unpickling it creates a folder: the proof that code ran."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker, ))
+
+
+@pytest.fixture
+def served(tmp_path):
+    """``(base URL, folder served, marker path)`` with a good and a crafted checkpoint."""
+    folder = tmp_path / 'served'
+    folder.mkdir()
+    marker = tmp_path / 'payload_ran'
+    torch.save({'state_dict': {'w': torch.ones(2)}, 'meta': {}}, folder / 'good.pth')
+    torch.save({'state_dict': {'w': _Payload(str(marker))}}, folder / 'evil.pth')
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f'http://127.0.0.1:{server.server_address[1]}', folder, marker
+    server.shutdown()
+
+
+@pytest.fixture
+def hub_dir(tmp_path, monkeypatch):
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / 'hub'))
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'hub'))
+    yield tmp_path / 'hub'
+    torch.hub.set_dir(old)
+
+
+def test_mmengine_url_loader_refuses_a_crafted_file(served, hub_dir):
+    url, _, marker = served
+    with pytest.raises(CheckpointLoadError, match=r'evil.pth.*posix.mkdir'):
+        CheckpointLoader.load_checkpoint(f'{url}/evil.pth')
+    assert not marker.exists()
+    good = CheckpointLoader.load_checkpoint(f'{url}/good.pth')
+    assert torch.equal(good['state_dict']['w'], torch.ones(2))
+    assert (hub_dir / 'checkpoints' / 'good.pth').is_file()  # torch.hub's cache
+
+
+def test_crafted_file_already_in_the_cache_is_refused(served, hub_dir):
+    _, folder, marker = served
+    (hub_dir / 'checkpoints').mkdir(parents=True)
+    (hub_dir / 'checkpoints' / 'model.pth').write_bytes((folder / 'evil.pth').read_bytes())
+    # nothing listens on port 9: the cached file is all there is
+    with pytest.raises(CheckpointLoadError, match='model.pth'):
+        CheckpointLoader.load_checkpoint('http://127.0.0.1:9/model.pth')
+    with pytest.raises(CheckpointLoadError, match='model.pth'):
+        safe_load_checkpoint('https://example.invalid/model.pth')
+    assert not marker.exists()
+
+
+def test_unreachable_url_names_the_url(hub_dir):
+    with pytest.raises(CheckpointLoadError,
+                       match=r"cannot download checkpoint 'http://127.0.0.1:9/x.pth'"):
+        safe_load_checkpoint('http://127.0.0.1:9/x.pth')
+
+
+def test_inference_api_loads_urls_weights_only(served, hub_dir):
+    url, _, marker = served
+    with pytest.raises(CheckpointLoadError, match='evil.pth'):
+        load_retriever_checkpoint(torch.nn.Linear(1, 1), f'{url}/evil.pth')
+    assert not marker.exists()
+
+
+def _tool(args, hub_dir):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1', TORCH_HOME=str(hub_dir))
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.mark.parametrize('entry', ['test', 'load_from', 'resume'])
+def test_tools_refuse_a_crafted_checkpoint_url(entry, served, hub_dir, data_root, tmp_path):
+    url, _, marker = served
+    data = [f'{split}_dataloader.dataset.data_root={data_root}'
+            for split in ('train', 'val', 'test')]
+    evil = f'{url}/evil.pth'
+    if entry == 'test':
+        args = ['tools/test.py', 'configs/tempme_tiny.py', evil, '--cfg-options', *data]
+    elif entry == 'load_from':
+        args = ['tools/train.py', 'configs/tempme_tiny.py', '--cfg-options', *data,
+                f'load_from={evil}']
+    else:
+        args = ['tools/train.py', 'configs/tempme_tiny.py', '--resume', evil,
+                '--cfg-options', *data]
+    proc = _tool([*args[:2], '--work-dir', str(tmp_path / 'work'), *args[2:]], hub_dir)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert 'refused to load checkpoint' in output and 'evil.pth' in output, output[-3000:]
+    assert not marker.exists()
