@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from projects.tempme.apis.inference import describe, encode_texts, init_retriever
-from projects.tempme.search import (FileStat, IndexModelMismatch, VideoIndex, plan_update,
-                                    scan_videos)
+from projects.tempme.search import (FileStat, IndexBusyError, IndexModelMismatch, VideoIndex,
+                                    plan_update, scan_videos)
 from projects.tempme.search import store as store_module
 from projects.tempme.search import top_k
 from tools import search as search_tool
@@ -225,3 +225,74 @@ def test_cli_names_a_missing_index_without_a_traceback(tmp_path):
     assert done.returncode == 1
     assert f'error: no video index in {str(missing)!r}' in done.stderr
     assert 'Traceback' not in done.stderr
+
+
+# -- an index folder is data: it never runs code, and bad contents are named ------------------
+@pytest.fixture
+def built(tmp_path, videos):
+    index_dir = tmp_path / 'index'
+    search_tool.build_index(str(videos), str(index_dir), CONFIG, progress=False)
+    return index_dir
+
+
+def test_query_never_runs_the_config_named_in_the_index(tmp_path, built):
+    marker = tmp_path / 'config_ran'
+    evil = tmp_path / 'evil_config.py'
+    evil.write_text(f'import os\nos.mkdir({str(marker)!r})\n')
+    manifest = json.loads((built / 'manifest.json').read_text())
+    manifest['model']['config'] = str(evil)
+    (built / 'manifest.json').write_text(json.dumps(manifest))
+    hits = search_tool.query_index(str(built), 'a red circle', top_k=3)
+    assert len(hits) == 3 and not marker.exists()
+    # an index that records no resolved config asks for --config instead of guessing
+    del manifest['model']['resolved_config']
+    (built / 'manifest.json').write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match='records no resolved config'):
+        search_tool.query_index(str(built), 'a red circle')
+    assert len(search_tool.query_index(str(built), 'a red circle', config=CONFIG)) == 3
+    assert not marker.exists()
+
+
+def test_a_second_indexing_process_is_refused(tmp_path, videos, built):
+    with VideoIndex.lock(str(built)):
+        with pytest.raises(IndexBusyError, match=f'pid {os.getpid()}'):
+            search_tool.build_index(str(videos), str(built), CONFIG, progress=False)
+    # released: the next run goes through
+    assert search_tool.build_index(str(videos), str(built), CONFIG, progress=False)['indexed'] == 3
+
+
+def test_corrupt_index_files_are_named(built):
+    manifest = built / 'manifest.json'
+    good = manifest.read_text()
+    embeddings = built / json.loads(good)['embeddings']
+    embeddings.write_bytes(embeddings.read_bytes()[:100])
+    with pytest.raises(ValueError, match=f'{embeddings}: cannot read the index'):
+        VideoIndex.load(str(built))
+    manifest.write_text(good[:50])
+    with pytest.raises(ValueError, match=f'{manifest}: not a readable index manifest'):
+        VideoIndex.load(str(built))
+
+
+def test_a_failed_save_names_the_index_and_keeps_the_last_one(built, monkeypatch):
+    index = VideoIndex.load(str(built))
+    before = (built / 'manifest.json').read_text()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, 'No space left on device')
+
+    monkeypatch.setattr(store_module.np, 'save', disk_full)
+    with pytest.raises(OSError, match=f"cannot save the index in '{built}': No space left"):
+        index.save()
+    assert (built / 'manifest.json').read_text() == before
+    assert len(VideoIndex.load(str(built))) == 3
+
+
+@pytest.mark.parametrize('args,message', [
+    (['   '], 'the query is empty'),
+    (['a dog', '--top-k', '0'], 'must be >= 1'),
+    (['a dog', '--top-k', '-1'], 'must be >= 1'),
+])
+def test_cli_refuses_an_empty_query_and_a_bad_k(built, args, message):
+    done = subprocess.run([sys.executable, 'tools/search.py', 'query', str(built), *args],
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and message in done.stderr and 'Traceback' not in done.stderr

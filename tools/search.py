@@ -21,13 +21,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from mmengine.config import DictAction
+from mmengine.config import Config, DictAction
 from tqdm import tqdm
 
 from projects.tempme.apis.inference import (LoadedRetriever, VideoReader, check_frames, describe,
                                             encode_texts, encode_videos, init_retriever)
-from projects.tempme.search import (FileStat, IndexModelMismatch, VideoIndex, plan_update,
-                                    scan_videos)
+from projects.tempme.search import (FileStat, IndexBusyError, IndexModelMismatch, VideoIndex,
+                                    plan_update, scan_videos)
 
 
 # -- index --------------------------------------------------------------------------------
@@ -60,9 +60,25 @@ def build_index(video_dir: str, index_dir: str, config: str, checkpoint: Optiona
     Returns counts: ``found``, ``encoded``, ``unchanged``, ``changed``, ``removed``,
     ``failed`` (unreadable, reported on stderr by path) and ``indexed``.
     """
+    with VideoIndex.lock(index_dir):
+        return _update_index(video_dir, index_dir, config, checkpoint, cfg_options, batch_size,
+                             workers, save_every, rebuild, device, progress)
+
+
+def frozen_config(cfg: Config) -> dict:
+    """The resolved config as plain JSON data, so that querying never runs a config file."""
+    try:
+        return json.loads(json.dumps(cfg.to_dict()))
+    except TypeError as err:
+        raise ValueError(f'the config holds a value an index cannot record as data: {err}')
+
+
+def _update_index(video_dir, index_dir, config, checkpoint, cfg_options, batch_size, workers,
+                  save_every, rebuild, device, progress) -> Dict[str, int]:
     current = scan_videos(video_dir)
     loaded = init_retriever(config, checkpoint, device=device, cfg_options=cfg_options)
-    model = dict(describe(loaded), cfg_options=cfg_options or {})
+    model = dict(describe(loaded), cfg_options=cfg_options or {},
+                 resolved_config=frozen_config(loaded.cfg))
     root = os.path.abspath(video_dir)
     if VideoIndex.exists(index_dir) and not rebuild:
         index = VideoIndex.load(index_dir)
@@ -110,10 +126,23 @@ def build_index(video_dir: str, index_dir: str, config: str, checkpoint: Optiona
 # -- query --------------------------------------------------------------------------------
 def load_index_model(index: VideoIndex, config: Optional[str] = None,
                      checkpoint: Optional[str] = None, device: str = 'cpu') -> LoadedRetriever:
-    """The model an index was built with (or the given one), checked by fingerprint."""
+    """The model an index was built with (or the given one), checked by fingerprint.
+
+    The index records its resolved config as data; a config *file* is read only when the
+    user names one with ``config`` (configs are Python: an index folder handed over by
+    someone else must not run code).
+    """
     info = index.model
-    loaded = init_retriever(config or info['config'], checkpoint or info.get('checkpoint'),
-                            device=device, cfg_options=info.get('cfg_options') or None)
+    if config is not None:
+        source, options = config, info.get('cfg_options') or None
+    elif isinstance(info.get('resolved_config'), dict):
+        source, options = Config(info['resolved_config']), None
+    else:
+        raise ValueError(f'the index in {index.directory!r} records no resolved config (it was '
+                         'built by an older version): pass --config with the config it was '
+                         'built with, or rebuild it with `tools/search.py index --rebuild`')
+    loaded = init_retriever(source, checkpoint or info.get('checkpoint'), device=device,
+                            cfg_options=options)
     index.check_model(describe(loaded))
     return loaded
 
@@ -121,6 +150,10 @@ def load_index_model(index: VideoIndex, config: Optional[str] = None,
 def query_index(index_dir: str, text: str, top_k: int = 10, config: Optional[str] = None,
                 checkpoint: Optional[str] = None, device: str = 'cpu') -> List[Tuple[str, float]]:
     """The ``top_k`` videos of the index best matching ``text``: (path, cosine score)."""
+    if not text.strip():
+        raise ValueError('the query is empty: say what to look for')
+    if top_k < 1:
+        raise ValueError(f'--top-k must be >= 1, got {top_k}')
     index = VideoIndex.load(index_dir)
     loaded = load_index_model(index, config, checkpoint, device)
     query = encode_texts(loaded, [text])[0].float().cpu().numpy()
@@ -172,6 +205,13 @@ def draw_contact_sheet(hits: Sequence[Tuple[str, float]], text: str, out: str,
 
 
 # -- command line -------------------------------------------------------------------------
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be >= 1, got {value}')
+    return value
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     sub = parser.add_subparsers(dest='command', required=True)
@@ -183,7 +223,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     index.add_argument('--checkpoint', help='trained checkpoint (whole or adapter-only); '
                        'default: the configured CLIP weights')
     index.add_argument('--index', required=True, help='index folder')
-    index.add_argument('--batch-size', type=int, default=8)
+    index.add_argument('--batch-size', type=_positive, default=8, help='videos per forward pass')
     index.add_argument('--workers', type=int, default=2, help='decoding processes')
     index.add_argument('--save-every', type=int, default=100,
                        help='save progress after this many videos (resumable)')
@@ -197,7 +237,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     query = sub.add_parser('query', help='rank the indexed videos for a text')
     query.add_argument('index', help='index folder')
     query.add_argument('text', help='what to look for')
-    query.add_argument('--top-k', type=int, default=10)
+    query.add_argument('--top-k', type=_positive, default=10, help='number of hits (>= 1)')
     query.add_argument('--json', action='store_true', help='print JSON')
     query.add_argument('--sheet', help='save a contact sheet of the hits (PNG)')
     query.add_argument('--sheet-frames', type=int, default=4, help='frames per hit on the sheet')
@@ -237,5 +277,6 @@ def main(argv=None):
 if __name__ == '__main__':
     try:
         main()
-    except (IndexModelMismatch, FileNotFoundError, NotADirectoryError) as err:
+    except (IndexModelMismatch, IndexBusyError, FileNotFoundError, NotADirectoryError,
+            ValueError, OSError) as err:
         sys.exit(f'error: {err}')

@@ -1,9 +1,9 @@
 """Search your own videos: index maintenance and exact cosine ranking, free of any model."""
 from .manifest import VIDEO_EXTENSIONS, FileStat, UpdatePlan, plan_update, scan_videos
 from .ranking import normalize_rows, top_k
-from .store import IndexModelMismatch, VideoIndex
+from .store import IndexBusyError, IndexModelMismatch, VideoIndex
 
 __all__ = [
     'VIDEO_EXTENSIONS', 'FileStat', 'UpdatePlan', 'plan_update', 'scan_videos', 'normalize_rows',
-    'top_k', 'IndexModelMismatch', 'VideoIndex'
+    'top_k', 'IndexBusyError', 'IndexModelMismatch', 'VideoIndex'
 ]

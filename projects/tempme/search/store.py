@@ -10,11 +10,13 @@ Every save writes a new embeddings file, then replaces the manifest that names i
 file. A process killed at any point leaves the last saved manifest and the file it
 names intact. Arrays load with ``allow_pickle=False``.
 """
+import contextlib
+import fcntl
 import json
 import os
 import uuid
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -25,10 +27,15 @@ from .ranking import normalize_rows, top_k
 FORMAT = 'tempme-video-index'
 VERSION = 1
 MANIFEST = 'manifest.json'
+LOCK = '.lock'
 
 
 class IndexModelMismatch(RuntimeError):
     """The index holds embeddings of another model than the one asked for."""
+
+
+class IndexBusyError(RuntimeError):
+    """Another process is updating the index."""
 
 
 class VideoIndex:
@@ -70,18 +77,53 @@ class VideoIndex:
     def exists(directory: str) -> bool:
         return os.path.isfile(os.path.join(directory, MANIFEST))
 
+    @staticmethod
+    @contextlib.contextmanager
+    def lock(directory: str) -> Iterator[None]:
+        """Hold the index for one updating process; a second one is refused at once."""
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, LOCK)
+        with open(path, 'a+') as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                raise IndexBusyError(
+                    f'the index in {directory!r} is being updated by another process '
+                    f'({handle.read().strip() or "pid unknown"}); wait for it to finish') from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f'pid {os.getpid()}')
+            handle.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     @classmethod
     def load(cls, directory: str) -> 'VideoIndex':
         path = os.path.join(directory, MANIFEST)
         if not os.path.isfile(path):
             raise FileNotFoundError(f'no video index in {directory!r} (no {MANIFEST}); '
                                     'build one with `tools/search.py index`')
-        with open(path) as f:
-            manifest = json.load(f)
-        if manifest.get('format') != FORMAT or manifest.get('version') != VERSION:
+        try:
+            with open(path, encoding='utf-8') as f:
+                manifest = json.load(f)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ValueError(f'{path}: not a readable index manifest ({err}); rebuild the '
+                             'index (--rebuild)') from None
+        if not isinstance(manifest, dict) or manifest.get('format') != FORMAT or \
+                manifest.get('version') != VERSION:
             raise ValueError(f'{path}: not a {FORMAT} manifest of version {VERSION}')
-        embeddings = np.load(os.path.join(directory, manifest['embeddings']), allow_pickle=False)
-        files = [FileStat(**entry) for entry in manifest['files']]
+        embeddings_path = os.path.join(directory, str(manifest.get('embeddings')))
+        if os.path.basename(embeddings_path) != manifest.get('embeddings'):
+            raise ValueError(f'{path}: the embeddings entry must name a file in the index folder')
+        try:
+            embeddings = np.load(embeddings_path, allow_pickle=False)
+            files = [FileStat(**entry) for entry in manifest['files']]
+        except (OSError, ValueError, TypeError, KeyError) as err:
+            raise ValueError(f'{embeddings_path}: cannot read the index ({type(err).__name__}: '
+                             f'{err}); rebuild it (--rebuild)') from None
         if embeddings.ndim != 2 or embeddings.shape[0] != len(files):
             raise ValueError(f'{directory}: {manifest["embeddings"]} has shape '
                              f'{embeddings.shape} for {len(files)} files; rebuild the index '
@@ -90,6 +132,14 @@ class VideoIndex:
                    manifest.get('root'), normalized=True)
 
     def save(self) -> None:
+        """Write embeddings, then the manifest naming them; on failure the last save stays."""
+        try:
+            self._save()
+        except OSError as err:
+            raise OSError(err.errno, f'cannot save the index in {self.directory!r}: '
+                          f'{err.strerror or err}; the last saved state is kept') from err
+
+    def _save(self) -> None:
         os.makedirs(self.directory, exist_ok=True)
         name = f'embeddings-{uuid.uuid4().hex[:12]}.npy'
         atomic_write(os.path.join(self.directory, name), self._write_embeddings)
