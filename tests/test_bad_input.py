@@ -641,3 +641,31 @@ def test_metric_flags_a_partial_split(logs: LogRecords) -> None:
     complete.process(None, samples(torch.eye(4), [torch.eye(4)[i:i + 1] for i in range(4)]))
     complete.compute_metrics(complete.results)
     assert 'PARTIAL' not in logs.text(logging.WARNING)
+
+
+def _tiny_video(path: Path) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'mp4v'), 10, (16, 16))
+    for k in range(20):
+        writer.write(np.full((16, 16, 3), 10 * k, np.uint8))
+    writer.release()
+
+
+def test_a_video_decord_decodes_to_six_channels_fails_the_probe(tmp_path: Path) -> None:
+    _tiny_video(tmp_path / 'tiny16.mp4')
+    probe = probe_video(str(tmp_path / 'tiny16.mp4'))
+    assert not probe.ok and 'not (H, W, 3) RGB' in probe.reason
+
+
+@pytest.mark.parametrize('what', ['six_channels', 'folder', 'missing'])
+def test_visualize_merging_names_a_bad_video_without_a_traceback(tmp_path: Path, what) -> None:
+    target = {'six_channels': tmp_path / 'tiny16.mp4', 'folder': tmp_path,
+              'missing': tmp_path / 'nope.mp4'}[what]
+    _tiny_video(tmp_path / 'tiny16.mp4')
+    done = subprocess.run(
+        [sys.executable, 'tools/analysis/visualize_merging.py', 'configs/tempme_tiny.py',
+         str(target), '--out', str(tmp_path / 'out.png')], cwd=ROOT, capture_output=True,
+        text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300)
+    assert done.returncode == 1 and 'Traceback' not in done.stderr, done.stderr[-2000:]
+    expected = {'six_channels': 'not (H, W, 3) RGB', 'folder': 'is a folder',
+                'missing': 'file not found'}[what]
+    assert expected in done.stderr and not (tmp_path / 'out.png').exists()

@@ -17,6 +17,7 @@ import argparse
 import colorsys
 import os
 import os.path as osp
+import sys
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
@@ -259,6 +260,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    from projects.tempme.datasets import probe_video
+    if os.path.isdir(args.video):
+        sys.exit(f'error: {args.video} is a folder; give one video file '
+                 '(tools/search.py indexes folders)')
+    probe = probe_video(args.video)
+    if not probe.ok:
+        sys.exit(f'error: {probe.path}: {probe.reason}')
     result = visualize(args.config, args.video, args.out, args.checkpoint, args.cfg_options,
                        args.cols, args.scale, args.alpha, args.device)
     for line in result['header']:

@@ -94,12 +94,19 @@ def probe_video(filename: str) -> VideoProbe:
         return VideoProbe(path, 0, 'the video has no frames')
     for index, name in ((0, 'first'), (num_frames - 1, 'last')):
         try:
-            reader[index].asnumpy()
+            frame = reader[index].asnumpy()
         except Exception as err:
             return VideoProbe(
                 path, num_frames,
                 f'{name} frame ({index} of {num_frames}) does not decode; the file is '
                 f'probably truncated ({_short_error(err)})')
+        if frame.ndim != 3 or frame.shape[-1] != 3:
+            # decord 0.6 returns 6 channels for some tiny videos (e.g. 16x16 mp4), which
+            # its batch decoding (DecordDecode) then rejects
+            return VideoProbe(
+                path, num_frames,
+                f'decodes to frames of shape {frame.shape}, not (H, W, 3) RGB; re-encode it '
+                '(e.g. at 32x32 or larger)')
     return VideoProbe(path, num_frames, None)
 
 
