@@ -669,3 +669,22 @@ def test_visualize_merging_names_a_bad_video_without_a_traceback(tmp_path: Path,
     expected = {'six_channels': 'not (H, W, 3) RGB', 'folder': 'is a folder',
                 'missing': 'file not found'}[what]
     assert expected in done.stderr and not (tmp_path / 'out.png').exists()
+
+
+@pytest.mark.parametrize('key', ['/etc/passwd', '../outside.mp4', 'a/../../outside.mp4', '..'])
+def test_annotation_keys_outside_the_video_folder_are_refused(video_dir: Path, key) -> None:
+    (video_dir / 'outside.json').write_text(json.dumps({key: ['a caption']}))
+    with pytest.raises(AnnotationError, match='points outside the video folder'):
+        DATASETS.build(dict(type='VideoTextRetrievalDataset', ann_file='outside.json',
+                            data_root=str(video_dir), data_prefix=dict(video='videos'),
+                            pipeline=[], check_videos=False))
+
+
+def test_paths_outside_the_root_can_be_allowed(video_dir: Path) -> None:
+    key = str(video_dir / 'videos' / 'good.mp4')
+    (video_dir / 'absolute.json').write_text(json.dumps({key: ['a caption'],
+                                                         'sub/../good.mp4': ['another']}))
+    dataset = DATASETS.build(dict(type='VideoTextRetrievalDataset', ann_file='absolute.json',
+                                  data_root=str(video_dir), data_prefix=dict(video='videos'),
+                                  pipeline=[], allow_paths_outside_root=True))
+    assert dataset.get_data_info(0)['filename'] == key

@@ -20,6 +20,7 @@ Pipeline (the one the configs use: TempMe's published data protocol)::
 """
 import json
 import os.path as osp
+import posixpath
 import threading
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -136,6 +137,19 @@ def load_video_captions(ann_file: str) -> Dict[str, List[str]]:
     return videos
 
 
+def check_paths_inside_root(annotation: Dict[str, List[str]], ann_file: str) -> None:
+    """Refuse video keys that are absolute or leave the video folder through ``..``."""
+    for video in annotation:
+        normalized = posixpath.normpath(video.replace('\\', '/'))
+        if osp.isabs(video) or normalized.startswith('/') or normalized == '..' or \
+                normalized.startswith('../'):
+            raise AnnotationError(
+                f'{ann_file}: video {video!r} points outside the video folder (data_root / '
+                "data_prefix['video']); use paths relative to it, or set "
+                'allow_paths_outside_root=True on the dataset if the annotation really '
+                'names files elsewhere')
+
+
 def _bad_video_lines(bad: Sequence[VideoProbe]) -> List[str]:
     return [f'  {probe.path}: {probe.reason}' for probe in bad]
 
@@ -203,6 +217,9 @@ class VideoTextRetrievalDataset(BaseDataset):
         on_bad_video: ``'error'`` (default) stops with the list of unreadable videos;
             ``'skip'`` trains/evaluates without them, counted and logged.
         check_threads: videos probed at once by each process.
+        allow_paths_outside_root: accept annotation keys that are absolute paths or climb
+            out of the video folder with ``..`` (refused by default: an annotation from
+            someone else should not make training read files elsewhere on the machine).
         **kwargs: Passed to :class:`mmengine.dataset.BaseDataset`.
     """
 
@@ -215,6 +232,7 @@ class VideoTextRetrievalDataset(BaseDataset):
                  check_videos: Optional[bool] = None,
                  on_bad_video: str = 'error',
                  check_threads: int = 4,
+                 allow_paths_outside_root: bool = False,
                  **kwargs) -> None:
         data_prefix = dict(video='') if data_prefix is None else dict(data_prefix)
         if 'video' not in data_prefix:
@@ -227,6 +245,7 @@ class VideoTextRetrievalDataset(BaseDataset):
         self.check_videos = check_videos
         self.on_bad_video = on_bad_video
         self.check_threads = check_threads
+        self.allow_paths_outside_root = allow_paths_outside_root
         self.skipped_videos: List[Tuple[str, str]] = []
         self.num_load_failures = 0
         self._failed_files: set = set()
@@ -245,6 +264,8 @@ class VideoTextRetrievalDataset(BaseDataset):
     def load_data_list(self) -> List[dict]:
         """Turn the annotation into pair items (training) or video items (evaluation)."""
         annotation = load_video_captions(self.ann_file)
+        if not self.allow_paths_outside_root:
+            check_paths_inside_root(annotation, self.ann_file)
         annotation = self._drop_unreadable_videos(annotation)
         num_truncated = self._report_long_captions(annotation)
         videos: List[str] = []
