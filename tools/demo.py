@@ -71,6 +71,18 @@ def _epoch_options(epochs: int) -> List[str]:
             f'default_hooks.checkpoint.interval={epochs}']
 
 
+def _frame_size_options(cfg: 'Config') -> List[str]:
+    """Overrides that make every pipeline's resize follow the model's frame size, so that
+    ``--cfg-options model.clip.arch.vision_cfg.image_size=N`` is enough."""
+    size = cfg.model.clip.arch['vision_cfg']['image_size']
+    options = []
+    for split in ('train', 'val', 'test'):
+        for i, step in enumerate(cfg[f'{split}_dataloader'].dataset.pipeline):
+            if step['type'] == 'PILResizeCenterCrop' and step['size'] != size:
+                options.append(f'{split}_dataloader.dataset.pipeline.{i}.size={size}')
+    return options
+
+
 def _load_config(config: str, options: Sequence[str] = ()) -> 'Config':
     """The config as tools/train.py sees it, ``--cfg-options`` applied."""
     from mmengine.config import Config, DictAction
@@ -110,6 +122,7 @@ def evaluate_method(name: str, config: str, args: argparse.Namespace, ann_file: 
     options = _data_options(args.data, ann_file) + list(args.cfg_options)
     if args.epochs is not None:
         options += _epoch_options(args.epochs)
+    options += _frame_size_options(_load_config(config, options))
     print(f'\n=== {name}: training {config} ===', flush=True)
     start = time.perf_counter()
     _run(['tools/train.py', config, '--work-dir', str(work_dir), '--seed', str(args.seed),

@@ -13,6 +13,7 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 import projects.tempme  # noqa: F401  (compatibility fixes + registration)
+from projects.tempme.config_checks import check_data_fits_model
 from projects.tempme.engine.runtime import adapt_to_device
 
 
@@ -46,6 +47,7 @@ def main(argv=None) -> dict:
         cfg.test_evaluator.dump_sim = args.dump
     if args.out:
         cfg.test_evaluator.out_file = args.out
+    check_data_fits_model(cfg)
     runner = Runner.from_cfg(adapt_to_device(cfg))
     return runner.test()
 

@@ -13,6 +13,7 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 import projects.tempme  # noqa: F401  (compatibility fixes + registration)
+from projects.tempme.config_checks import check_data_fits_model
 from projects.tempme.engine.runtime import adapt_to_device
 
 
@@ -64,6 +65,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
 def main(argv=None) -> None:
     args = parse_args(argv)
     cfg = merge_args(Config.fromfile(args.config), args)
+    check_data_fits_model(cfg)
     runner = Runner.from_cfg(adapt_to_device(cfg))
     runner.train()
 

@@ -34,6 +34,7 @@ from mmengine.config import Config, DictAction
 
 import projects.tempme  # noqa: F401  (compatibility fixes + registration)
 from projects.tempme.apis.inference import TEXT_TRANSFORMS
+from projects.tempme.config_checks import model_input_geometry
 from projects.tempme.search import VIDEO_EXTENSIONS
 
 #: Steps left out of the training pipeline for the comparison: they draw at random.
@@ -75,18 +76,8 @@ def run_pipeline(steps: List[dict], path: str) -> Tuple[np.ndarray, np.ndarray, 
 
 def model_input_shape(cfg: Config) -> Optional[Tuple[int, int, int, int]]:
     """``(T, 3, S, S)`` the config's video encoder takes, or ``None`` if not derivable."""
-    import open_clip
-
-    model = cfg.get('model') or {}
-    frames = (model.get('video_encoder') or {}).get('num_frames')
-    arch = (model.get('clip') or {}).get('arch')
-    if isinstance(arch, str):
-        arch = open_clip.get_model_config(arch)
-    size = ((arch or {}).get('vision_cfg') or {}).get('image_size')
-    if frames is None or size is None:
-        return None
-    size = size if isinstance(size, int) else size[0]
-    return (int(frames), 3, int(size), int(size))
+    frames, size = model_input_geometry(cfg)
+    return None if frames is None or size is None else (frames, 3, size, size)
 
 
 def pixel_difference(ours: np.ndarray, reference: np.ndarray) -> Tuple[float, int]:
