@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn as nn
 from mmengine.config import Config
+from mmengine.evaluator import BaseMetric, Evaluator
 from mmengine.hooks import Hook
 from mmengine.logging import MMLogger
 from mmengine.model import BaseModel
@@ -616,3 +617,85 @@ def test_sigkilled_training_resumes_to_the_same_metrics_and_weights(data_root, t
     assert resumed.keys() == reference.keys()
     assert not [k for k, v in reference.items()
                 if not torch.allclose(resumed[k], v, atol=1e-6, rtol=0)]
+
+
+class _GrowingModel(BaseModel):
+    """Its weight grows by 1 per step, and the metric reports it: every epoch is a new best."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, inputs, data_samples=None, mode='loss'):
+        if mode == 'loss':
+            return dict(loss=-(self.weight * inputs).sum())
+        return [dict(score=float(self.weight))]
+
+
+class _WeightMetric(BaseMetric):
+
+    def process(self, data_batch, data_samples) -> None:
+        self.results.extend(data_samples)
+
+    def compute_metrics(self, results) -> dict:
+        return dict(score=results[-1]['score'])
+
+
+def _growing_runner(work_dir: Path, resume: bool, max_epochs: int = 3) -> Runner:
+    loader = dict(dataset=[dict(inputs=torch.ones(1))] * 2, batch_size=1,
+                  sampler=dict(type='DefaultSampler', shuffle=False),
+                  collate_fn=dict(type='default_collate'))
+    return Runner(
+        model=_GrowingModel(), work_dir=str(work_dir), train_dataloader=loader,
+        val_dataloader=loader, val_evaluator=Evaluator([_WeightMetric()]),
+        train_cfg=dict(by_epoch=True, max_epochs=max_epochs, val_interval=1), val_cfg=dict(),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.5)),
+        default_hooks=dict(checkpoint=dict(type='AtomicCheckpointHook', interval=1,
+                                           save_best='score', rule='greater')),
+        resume=resume, default_scope='mmaction',
+        experiment_name=f'growing_{resume}_{time.time_ns()}')
+
+
+def test_resume_validates_an_epoch_whose_best_checkpoint_was_lost(tmp_path, monkeypatch):
+    real_write = atomic_checkpoint.atomic_write
+
+    def killed_while_saving_the_second_best(path, write_fn):
+        if Path(path).name.startswith('best_') and 'epoch_2' in Path(path).name:
+            raise KeyboardInterrupt
+        return real_write(path, write_fn)
+
+    monkeypatch.setattr(atomic_checkpoint, 'atomic_write', killed_while_saving_the_second_best)
+    with pytest.raises(KeyboardInterrupt):
+        _growing_runner(tmp_path, resume=False).train()
+    assert sorted(p.name for p in tmp_path.glob('best_*.pth')) == ['best_score_epoch_1.pth']
+    assert (tmp_path / 'epoch_2.pth').is_file()
+
+    monkeypatch.setattr(atomic_checkpoint, 'atomic_write', real_write)
+    runner = _growing_runner(tmp_path, resume=True)
+    validated = []
+    real_run = runner.val_loop.run
+
+    def record_epoch():
+        validated.append(runner.epoch)
+        return real_run()
+
+    runner.val_loop.run = record_epoch
+    runner.train()
+    assert validated == [2, 3]  # epoch 2 again before training continues, then epoch 3
+    assert sorted(p.name for p in tmp_path.glob('best_*.pth')) == ['best_score_epoch_3.pth']
+    assert (tmp_path / 'last_validated_epoch').read_text() == '3'
+
+
+def test_a_clean_resume_does_not_validate_again(tmp_path):
+    _growing_runner(tmp_path, resume=False, max_epochs=2).train()
+    resumed = _growing_runner(tmp_path, resume=True)
+    validated = []
+    real_run = resumed.val_loop.run
+
+    def record_epoch():
+        validated.append(resumed.epoch)
+        return real_run()
+
+    resumed.val_loop.run = record_epoch
+    resumed.train()
+    assert validated == [3]

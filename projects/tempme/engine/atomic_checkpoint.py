@@ -10,14 +10,18 @@ that every moment leaves a loadable state:
    final name (the ``atomic_local`` file backend, :func:`projects.tempme.fileio.atomic_write`);
 2. ``last_checkpoint`` is replaced, atomically too, only once that file is complete;
 3. checkpoints beyond ``max_keep_ckpts`` are deleted last, and so is the previous
-   ``best_*.pth`` (mmengine deletes it before it writes the new best).
+   ``best_*.pth`` (mmengine deletes it before it writes the new best);
+4. ``last_validated_epoch`` records each epoch whose validation and best checkpoint are
+   complete. ``epoch_N.pth`` is written before epoch N is validated, so a run killed in
+   between resumes from it without that validation; the hook runs it again first,
+   otherwise the best checkpoint would stay at an older epoch.
 """
 import os.path as osp
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
 from mmaction.registry import HOOKS
-from mmengine.dist import is_main_process
+from mmengine.dist import broadcast_object_list, is_main_process
 from mmengine.fileio import LocalBackend, register_backend
 from mmengine.hooks import CheckpointHook
 
@@ -27,6 +31,8 @@ __all__ = ['ATOMIC_BACKEND', 'AtomicLocalBackend', 'AtomicCheckpointHook']
 
 #: Name of the file backend, for ``backend_args=dict(backend=ATOMIC_BACKEND)``.
 ATOMIC_BACKEND = 'atomic_local'
+#: Last epoch whose validation and best checkpoint completed, in the work dir.
+VALIDATED_FILE = 'last_validated_epoch'
 
 
 class AtomicLocalBackend(LocalBackend):
@@ -98,6 +104,37 @@ class AtomicCheckpointHook(CheckpointHook):
                 self.file_backend.remove(path)
             elif self.file_backend.isdir(path):  # deepspeed checkpoints are folders
                 self.file_backend.rmtree(path)
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        super().after_val_epoch(runner, metrics)  # saves the best checkpoint
+        if self.save_best and self.by_epoch and is_main_process():
+            epoch = str(runner.epoch)
+            atomic_write(osp.join(runner.work_dir, VALIDATED_FILE),
+                         lambda tmp: Path(tmp).write_text(epoch))
+
+    def before_train(self, runner) -> None:
+        super().before_train(runner)
+        if self._validation_lost(runner):
+            runner.logger.warning(
+                f'resumed at epoch {runner.epoch}, whose validation (and best checkpoint) did '
+                'not complete before the run stopped: validating it before training continues')
+            runner.val_loop.run()
+
+    def _validation_lost(self, runner) -> bool:
+        """Whether the resumed epoch was due for validation that never completed."""
+        loop, epoch = runner.train_loop, runner.epoch
+        if not (self.save_best and self.by_epoch and epoch > 0 and runner.val_loop is not None):
+            return False
+        due = epoch >= loop.val_begin and (epoch % loop.val_interval == 0
+                                           or epoch == loop.max_epochs)
+        path = osp.join(runner.work_dir, VALIDATED_FILE)
+        try:
+            done = int(Path(path).read_text()) if osp.isfile(path) else -1
+        except ValueError:
+            done = -1
+        decision = [due and done < epoch]
+        broadcast_object_list(decision)  # every rank must take the same branch
+        return bool(decision[0])
 
     def _best_paths(self) -> Dict[Optional[str], Optional[str]]:
         """The current best checkpoint per key indicator (key None: a single indicator)."""
