@@ -699,3 +699,22 @@ def test_a_clean_resume_does_not_validate_again(tmp_path):
     resumed.val_loop.run = record_epoch
     resumed.train()
     assert validated == [3]
+
+
+def test_disk_full_and_read_only_name_the_file(tmp_path, monkeypatch):
+    path = tmp_path / 'work' / 'epoch_1.pth'
+
+    def disk_full(tmp):
+        Path(tmp).write_bytes(b'half')
+        raise OSError(28, 'No space left on device')
+
+    with pytest.raises(OSError, match=f'cannot write {path}: No space left on device') as err:
+        atomic_write(path, disk_full)
+    assert err.value.errno == 28 and not list((tmp_path / 'work').iterdir())
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, 'Read-only file system')
+
+    monkeypatch.setattr('tempfile.mkstemp', read_only)
+    with pytest.raises(OSError, match=f'cannot write {path}: Read-only file system'):
+        atomic_write(path, lambda tmp: None)

@@ -38,17 +38,23 @@ def atomic_write(path: Union[str, os.PathLike], write_fn: Callable[[str], None])
     """
     path = osp.abspath(os.fspath(path))
     folder = osp.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'.{osp.basename(path)}.', suffix=TMP_SUFFIX)
-    os.close(fd)
+    tmp = None
     try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'.{osp.basename(path)}.',
+                                   suffix=TMP_SUFFIX)
+        os.close(fd)
         os.chmod(tmp, _file_mode(path))
         write_fn(tmp)
         with open(tmp, 'r+b') as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
+    except BaseException as err:
+        if tmp is not None and osp.exists(tmp):
             os.remove(tmp)
+        if isinstance(err, OSError) and path not in str(err):
+            # disk full, read-only folder, ...: say which file, keep the errno
+            raise OSError(err.errno, f'cannot write {path}: {err.strerror or err}; the '
+                          'previous version, if any, is intact') from err
         raise
     return path
