@@ -202,6 +202,8 @@ def _didemo_src(src: Path) -> Path:
     (src / 'val_data.json').write_text(json.dumps([_moment('c.avi', [[0, 1]], 'val.')]))
     (src / 'test_data.json').write_text(json.dumps(
         [_moment('d.mp4', [[4, 5]], 'later.'), _moment('d.mp4', [[0, 0]], 'earlier.')]))
+    for split, names in (('train', 'a.mov\nb.3gp\n'), ('val', 'c.avi\n'), ('test', 'd.mp4\n')):
+        (src / f'{split}_list.txt').write_text(names)
     return src
 
 
@@ -232,6 +234,53 @@ def test_cli_exits_non_zero_and_lists_missing_videos(tmp_path, video_bytes):
     assert "split 'didemo_test': 1 of 1 videos are missing" in run.stderr  # all at once
     assert 'didemo_val' not in run.stderr
     assert not (tmp_path / 'ann').exists()
+
+
+def test_didemo_keeps_only_the_videos_of_the_split_lists(tmp_path, video_bytes, capsys):
+    src = _didemo_src(tmp_path / 'raw')
+    (src / 'train_list.txt').write_text('a.mov\n')  # b.3gp is annotated but not listed
+    videos = _videos(tmp_path / 'videos', ['a.mp4', 'b.3gp', 'c.avi', 'd.mp4'], video_bytes)
+    out = tmp_path / 'ann'
+    assert didemo.main([str(src), '--video-root', str(videos), '--out-dir', str(out)]) == 0
+    assert list(_read(out / 'didemo_train.json')) == ['a.mp4']
+    assert 'didemo_train.json: 1 annotated videos are not in' in capsys.readouterr().err
+    assert didemo.main([str(src), '--video-root', str(videos), '--out-dir', str(out),
+                        '--no-split-lists']) == 0
+    assert list(_read(out / 'didemo_train.json')) == ['a.mp4', 'b.3gp']
+    (src / 'test_list.txt').unlink()
+    assert didemo.main([str(src), '--video-root', str(videos), '--out-dir', str(out)]) == 1
+    assert 'test_list.txt: split list not found' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('on_disk', ['abc..mp4', 'abc.mp4'])
+def test_didemo_names_ending_in_a_bare_dot_are_found(tmp_path, video_bytes, on_disk):
+    src = _didemo_src(tmp_path / 'raw')
+    (src / 'val_data.json').write_text(json.dumps([_moment('abc.', [[0, 1]], 'val.')]))
+    (src / 'val_list.txt').write_text('abc.\n')
+    videos = _videos(tmp_path / 'videos', ['a.mp4', 'b.3gp', 'd.mp4', on_disk], video_bytes)
+    out = tmp_path / 'ann'
+    assert didemo.main([str(src), '--video-root', str(videos), '--out-dir', str(out)]) == 0
+    assert _read(out / 'didemo_val.json') == {on_disk: ['val.']}
+
+
+def test_missing_video_root_points_to_the_options(tmp_path, capsys):
+    src = _didemo_src(tmp_path / 'raw')
+    assert didemo.main([str(src), '--video-root', str(tmp_path / 'nope')]) == 1
+    err = capsys.readouterr().err
+    assert 'is not a directory' in err and '--video-root' in err and '--no-video-check' in err
+
+
+def test_non_utf8_text_inputs_name_the_file_and_line(tmp_path):
+    csv_path = tmp_path / 'MSRVTT_train.9k.csv'
+    csv_path.write_bytes(b'video_id\nvideo1\nvideo\xe92\n')
+    with pytest.raises(didemo.tools.ConversionError,
+                       match=rf'{csv_path}, line 3: not valid UTF-8'):
+        didemo.tools.read_csv_rows(str(csv_path), ['video_id'])
+    tsv_path = tmp_path / 'LSMDC16_annos_training.csv'
+    tsv_path.write_bytes(b'a\tb\n\xff\tc\n')
+    with pytest.raises(didemo.tools.ConversionError,
+                       match=rf'{tsv_path}, line 2: not valid UTF-8'):
+        didemo.tools.read_tsv_rows(str(tsv_path), 2)
 
 
 def test_didemo_malformed_times_name_the_entry(tmp_path):

@@ -69,6 +69,13 @@ class SplitResult:
 
 
 # -- reading inputs ---------------------------------------------------------------------
+def _not_utf8(path: str, err: UnicodeDecodeError) -> ConversionError:
+    with open(path, 'rb') as f:
+        line = f.read(err.start).count(b'\n') + 1
+    return ConversionError(f'{path}, line {line}: not valid UTF-8 (byte {err.start}: '
+                           f'{err.reason}); re-save the file as UTF-8')
+
+
 def read_json(path: str) -> Any:
     """Parse a JSON file; errors name the file, line and column."""
     try:
@@ -77,7 +84,7 @@ def read_json(path: str) -> Any:
     except FileNotFoundError:
         raise ConversionError(f'{path}: file not found') from None
     except UnicodeDecodeError as err:
-        raise ConversionError(f'{path}: not valid UTF-8 ({err.reason})') from None
+        raise _not_utf8(path, err) from None
     except json.JSONDecodeError as err:
         raise ConversionError(
             f'{path}: malformed JSON at line {err.lineno}, column {err.colno}: '
@@ -91,6 +98,8 @@ def read_lines(path: str) -> List[str]:
             return [line.strip() for line in f if line.strip()]
     except FileNotFoundError:
         raise ConversionError(f'{path}: file not found') from None
+    except UnicodeDecodeError as err:
+        raise _not_utf8(path, err) from None
 
 
 def read_csv_rows(path: str, columns: Sequence[str]) -> List[Dict[str, str]]:
@@ -113,6 +122,8 @@ def read_csv_rows(path: str, columns: Sequence[str]) -> List[Dict[str, str]]:
             return rows
     except FileNotFoundError:
         raise ConversionError(f'{path}: file not found') from None
+    except UnicodeDecodeError as err:
+        raise _not_utf8(path, err) from None
 
 
 def read_tsv_rows(path: str, num_fields: int) -> List[Tuple[int, List[str]]]:
@@ -132,6 +143,8 @@ def read_tsv_rows(path: str, num_fields: int) -> List[Tuple[int, List[str]]]:
                 rows.append((number, fields))
     except FileNotFoundError:
         raise ConversionError(f'{path}: file not found') from None
+    except UnicodeDecodeError as err:
+        raise _not_utf8(path, err) from None
     return rows
 
 
@@ -189,10 +202,14 @@ def join_in_time_order(segments: Iterable[Tuple[float, str]]) -> str:
 
 # -- finding videos --------------------------------------------------------------------
 def strip_video_extensions(name: str) -> str:
-    """``a/x.mov.mp4`` -> ``a/x``: only known video extensions, so ``00.01.02.5`` stays."""
+    """``a/x.mov.mp4`` -> ``a/x``: only known video extensions, so ``00.01.02.5`` stays.
+
+    A bare trailing ``.`` counts as an empty extension (some DiDeMo names end in one, and
+    their files are found as ``<name>.mp4`` or ``<stem>.mp4``).
+    """
     while True:
         stem, ext = os.path.splitext(name)
-        if ext.lower() not in VIDEO_EXTENSIONS or not stem:
+        if not stem or (ext.lower() not in VIDEO_EXTENSIONS and ext != '.'):
             return name
         name = stem
 
@@ -208,7 +225,10 @@ class VideoIndex:
 
     def __init__(self, root: str) -> None:
         if not os.path.isdir(root):
-            raise ConversionError(f'video root {root} is not a directory')
+            raise ConversionError(
+                f'video root {root} is not a directory: pass --video-root with the folder '
+                'that holds the videos, or --no-video-check to write the default file names '
+                'without looking at the videos')
         self.root = root
         self.files = set()
         self._by_path_stem: Dict[str, List[str]] = {}

@@ -7,7 +7,7 @@ one caption per video, its sentences sorted by start time (ties keep file order)
 joined with a space, videos in file order. The file is ``v_ID.<ext>`` or, as in
 CLIP4Clip's copies, ``ID.<ext>``, whatever the extension (``.mp4``, ``.mkv``, ...).
 
-    python tools/data/activitynet/convert_annotations.py data/activitynet/annotations/raw
+    python tools/data/activitynet/convert_annotations.py data/activitynet/raw
 """
 import os
 import sys

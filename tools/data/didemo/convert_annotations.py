@@ -2,14 +2,17 @@
 
 Reads, from SRC, ``train_data.json``, ``val_data.json`` and ``test_data.json`` (the
 LocalizingMoments release: a list of ``{video, times, description, ...}``, one per
-moment, ``times`` holding each annotator's ``[start, end]`` in 5-second chunks) and
-writes ``didemo_{train,val,test}.json``: one caption per video, its descriptions joined
+moment, ``times`` holding each annotator's ``[start, end]`` in 5-second chunks) and the
+split lists ``train_list.txt``, ``val_list.txt``, ``test_list.txt`` (one video name per
+line, CLIP4Clip's DiDeMo data: a split keeps only the videos of its list, as CLIP4Clip's
+loader does; ``--no-split-lists`` keeps every annotated video), and writes
+``didemo_{train,val,test}.json``: one caption per video, its descriptions joined
 in time order (by the mean annotated start; ties keep file order), videos in order of
 first appearance. File names come from the video root, whatever the extension
 (``.mov``, ``.mp4``, ``.3gp``, ...: the release mixes formats, and copies are often
 transcoded to ``.mp4``).
 
-    python tools/data/didemo/convert_annotations.py data/didemo/annotations/raw
+    python tools/data/didemo/convert_annotations.py data/didemo/raw
 """
 import os
 import sys
@@ -21,6 +24,8 @@ from projects.tempme.datasets import annotation_tools as tools  # noqa: E402
 
 SPLITS = {'didemo_train.json': 'train_data.json', 'didemo_val.json': 'val_data.json',
           'didemo_test.json': 'test_data.json'}
+LISTS = {'didemo_train.json': 'train_list.txt', 'didemo_val.json': 'val_list.txt',
+         'didemo_test.json': 'test_list.txt'}
 
 
 def _start(times: object, where: str) -> float:
@@ -55,14 +60,38 @@ def paragraph_entries(path: str) -> List['tools.VideoEntry']:
             for video, segments in moments.items()]
 
 
-def build_splits(src: str) -> Dict[str, List['tools.VideoEntry']]:
-    return {out: paragraph_entries(os.path.join(src, name)) for out, name in SPLITS.items()}
+def build_splits(src: str, use_lists: bool = True) -> Dict[str, List['tools.VideoEntry']]:
+    splits = {out: paragraph_entries(os.path.join(src, name)) for out, name in SPLITS.items()}
+    if not use_lists:
+        return splits
+    for out, entries in splits.items():
+        path = os.path.join(src, LISTS[out])
+        if not os.path.isfile(path):
+            raise tools.ConversionError(
+                f'{path}: split list not found (CLIP4Clip\'s DiDeMo data has train_list.txt, '
+                'val_list.txt and test_list.txt); put it there, or pass --no-split-lists to '
+                'keep every annotated video')
+        listed = set(tools.read_lines(path))
+        kept = [entry for entry in entries if entry.video_id in listed]
+        if len(kept) < len(entries):
+            print(f'{out}: {len(entries) - len(kept)} annotated videos are not in {path} and '
+                  'are left out', file=sys.stderr)
+        splits[out] = kept
+    return splits
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    src_help = 'folder with ' + ', '.join(SPLITS.values())
-    return tools.converter_main(__doc__, src_help, 'data/didemo/videos', 'data/didemo/annotations',
-                                build_splits, argv)
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('src', help='folder with ' + ', '.join(SPLITS.values()) + ' and '
+                        + ', '.join(LISTS.values()))
+    parser.add_argument('--no-split-lists', action='store_true',
+                        help='keep every annotated video instead of the videos of '
+                        '*_list.txt (not the CLIP4Clip protocol)')
+    tools.add_common_arguments(parser, 'data/didemo/videos', 'data/didemo/annotations')
+    args = parser.parse_args(argv)
+    return tools.run_conversion(lambda: build_splits(args.src, not args.no_split_lists), args)
 
 
 if __name__ == '__main__':

@@ -9,7 +9,7 @@ order of first appearance, each with its sentences in file order. Clips are
 (``0001_American_Beauty_00.00.51.926-00.00.54.129`` is in ``0001_American_Beauty/``),
 as MPII distributes them; a flat folder or another extension is found as well.
 
-    python tools/data/lsmdc/convert_annotations.py data/lsmdc/annotations/raw
+    python tools/data/lsmdc/convert_annotations.py data/lsmdc/raw
 """
 import os
 import sys
