@@ -1,6 +1,8 @@
 # TempMe with a tiny randomly initialised CLIP (no weight file), for tests and smoke runs
 # on CPU. 12 frames of 112 px with 16 px patches keep ViT-B/32's 50 tokens per frame, so
-# the default merge schedule applies unchanged. Point it at any folder with
+# the default merge schedule applies unchanged. Reads the synthetic benchmark that
+# `make demo` (or `python tools/data/make_synthetic.py`) writes to data/synthetic; point it
+# at any folder with
 #   --cfg-options train_dataloader.dataset.data_root=DIR \
 #                 train_dataloader.dataset.ann_file=train.json \
 #                 train_dataloader.dataset.data_prefix.video=videos   (same for val/test)
@@ -27,15 +29,19 @@ test_pipeline = [
     dict(t, size=image_size) if t['type'] == 'PILResizeCenterCrop' else t
     for t in _base_.test_pipeline]
 loader = dict(batch_size=4, num_workers=0, persistent_workers=False)
+data_root = 'data/synthetic'
 train_dataloader = dict(
     **loader,
-    dataset=dict(ann_file='train.json', data_root='data/tiny', data_prefix=dict(video='videos'),
+    dataset=dict(ann_file='train.json', data_root=data_root, data_prefix=dict(video='videos'),
                  pipeline=train_pipeline))
 val_dataloader = dict(
     **loader,
-    dataset=dict(ann_file='test.json', data_root='data/tiny', data_prefix=dict(video='videos'),
+    dataset=dict(ann_file='val.json', data_root=data_root, data_prefix=dict(video='videos'),
                  pipeline=test_pipeline))
-test_dataloader = val_dataloader
+test_dataloader = dict(
+    **loader,
+    dataset=dict(ann_file='test.json', data_root=data_root, data_prefix=dict(video='videos'),
+                 pipeline=test_pipeline))
 
 max_epochs = 2
 train_cfg = dict(max_epochs=max_epochs)

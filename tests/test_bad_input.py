@@ -456,9 +456,10 @@ def test_check_dataset_tool_lists_every_bad_video(video_dir: Path, tmp_path: Pat
                                                   capsys: pytest.CaptureFixture) -> None:
     tool = load_check_dataset_tool()
     (video_dir / 'train.json').write_text(json.dumps(all_videos_annotation()))
-    (video_dir / 'test.json').write_text(json.dumps({'good.mp4': ['a caption']}))
+    (video_dir / 'val.json').write_text(json.dumps({'good.mp4': ['a caption']}))
     options = [f'{split}_dataloader.dataset.data_root={video_dir}'
-               for split in ('train', 'val', 'test')]
+               for split in ('train', 'val', 'test')] + [
+                   'test_dataloader.dataset.ann_file=val.json']
     report = tmp_path / 'report.json'
     code = tool.main(['configs/tempme_tiny.py', '--split', 'all', '--out', str(report),
                       '--cfg-options', *options])
@@ -474,6 +475,7 @@ def test_check_dataset_tool_lists_every_bad_video(video_dir: Path, tmp_path: Pat
     assert [b['path'] for b in saved['train']['bad_videos']] == [
         str(video_dir / 'videos' / name) for name in BAD]
     assert saved['val']['ok'] and not saved['train']['ok']
+    assert "or set on_bad_video='skip'" in out and f'report written to {report}' in out
 
     assert tool.main(['configs/tempme_tiny.py', '--split', 'val', '--cfg-options',
                       *options]) == 0
@@ -516,6 +518,7 @@ def test_check_dataset_tool_reports_bad_annotations(tmp_path: Path, content: byt
     assert code == 1
     assert f'[train] FAILED: AnnotationError: {tmp_path}/train.json: ' in out
     assert expected in out
+    assert 'on_bad_video' not in out  # skipping videos cannot fix an annotation
 
 
 LONG = ' '.join(['word'] * 40)

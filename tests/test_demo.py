@@ -6,6 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -46,6 +49,30 @@ def test_demo_writes_the_results_table(tmp_path):
     table = (work / 'results.md').read_text()
     assert 'order-blind ceiling' in table and 'TempMe' in table
     assert 'Epoch(train)' in proc.stdout + proc.stderr  # training progress is shown
+    _demo_checkpoint_takes_a_real_video(tmp_path, work / 'tempme' / 'epoch_1.pth')
+
+
+def _demo_checkpoint_takes_a_real_video(tmp_path, checkpoint):
+    """The demo's model resizes and crops like the real configs: any video works."""
+    video = tmp_path / 'camera' / 'clip.mp4'
+    video.parent.mkdir()
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*'mp4v'), 30, (320, 240))
+    for k in range(90):
+        frame = np.zeros((240, 320, 3), np.uint8)
+        cv2.circle(frame, (40 + 3 * k, 120), 30, (0, 0, 255), -1)
+        writer.write(frame)
+    writer.release()
+    run = [sys.executable, 'tools/analysis/visualize_merging.py', 'configs/tempme_synthetic.py',
+           str(video), '--checkpoint', str(checkpoint), '--out', str(tmp_path / 'merge.png')]
+    done = subprocess.run(run, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / 'merge.png').stat().st_size > 1000
+    index = [sys.executable, 'tools/search.py', 'index', str(video.parent), '--config',
+             'configs/tempme_synthetic.py', '--checkpoint', str(checkpoint), '--index',
+             str(tmp_path / 'index'), '--workers', '0', '--no-progress']
+    done = subprocess.run(index, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert '1 videos; 1 encoded' in done.stdout and '0 unreadable' in done.stdout
 
 
 def test_demo_can_evaluate_on_the_validation_split(tmp_path):

@@ -525,9 +525,19 @@ def test_amp_keeps_the_nonfinite_check():
     spec = importlib.util.spec_from_file_location('train_tool', ROOT / 'tools' / 'train.py')
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    cfg = tool.merge_args(Config.fromfile(str(ROOT / CONFIG)),
-                          tool.parse_args([CONFIG, '--amp']))
+    args = tool.parse_args([CONFIG])
+    args.amp = True  # as parsed on a CUDA machine
+    cfg = tool.merge_args(Config.fromfile(str(ROOT / CONFIG)), args)
     assert cfg.optim_wrapper.type == 'GuardedAmpOptimWrapper'
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the refusal is for machines without CUDA')
+def test_amp_without_cuda_is_refused_in_one_line():
+    done = subprocess.run([sys.executable, 'tools/train.py', CONFIG, '--amp'], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert done.returncode == 2 and 'Traceback' not in done.stderr
+    assert '--amp needs a CUDA GPU' in done.stderr
 
 
 # ---------------------------------------------------------------------------------------------

@@ -296,3 +296,11 @@ def test_cli_refuses_an_empty_query_and_a_bad_k(built, args, message):
     done = subprocess.run([sys.executable, 'tools/search.py', 'query', str(built), *args],
                           capture_output=True, text=True)
     assert done.returncode != 0 and message in done.stderr and 'Traceback' not in done.stderr
+
+
+def test_a_pipeline_that_cannot_feed_the_model_is_a_config_error(tmp_path, videos):
+    from projects.tempme.config_checks import ConfigMismatchError
+    with pytest.raises(ConfigMismatchError, match='pipeline.3.size=64'):
+        search_tool.build_index(str(videos), str(tmp_path / 'index'), CONFIG, progress=False,
+                                cfg_options={'test_dataloader.dataset.pipeline.3.size': 64})
+    assert not VideoIndex.exists(str(tmp_path / 'index'))

@@ -17,6 +17,7 @@ import sys
 
 import torch
 
+from projects.tempme.compat import safe_load_checkpoint
 from projects.tempme.fileio import atomic_write
 from projects.tempme.models import TempMeRetriever
 from projects.tempme.reference import (convert_reference_state_dict, geometry_from_state_dict,
@@ -27,14 +28,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('checkpoint', help='state dict saved by the reference code')
     parser.add_argument('out', help='where to write our checkpoint (.pth)')
-    parser.add_argument('--merge-layer', default='8-9-10')
-    parser.add_argument('--merge-frame-num', default='2-2-3')
-    parser.add_argument('--merge-token-proportion', default='30-10')
-    parser.add_argument('--tome-r', type=int, default=2)
-    parser.add_argument('--frame-pos', type=int, default=1)
-    parser.add_argument('--tome-propattn', type=int, default=1)
-    parser.add_argument('--lora-dim', type=int, default=8)
-    parser.add_argument('--max-frames', type=int, default=12)
+    parser.add_argument('--merge-layer', default='8-9-10',
+                        help="the reference's --merge_layer: ClipMe layers, dash-separated")
+    parser.add_argument('--merge-frame-num', default='2-2-3',
+                        help="the reference's --merge_frame_num: clips grouped per ClipMe layer")
+    parser.add_argument('--merge-token-proportion', default='30-10',
+                        help="the reference's --merge_token_proportion: cross-clip and intra-clip "
+                        'merge percentages')
+    parser.add_argument('--tome-r', type=int, default=2,
+                        help='tokens merged per ImgMe layer (the reference\'s --tome_r)')
+    parser.add_argument('--frame-pos', type=int, default=1,
+                        help='1: temporal position embeddings on the ClipMe layers (--frame_pos)')
+    parser.add_argument('--tome-propattn', type=int, default=1,
+                        help='1: proportional attention (--tome_propattn)')
+    parser.add_argument('--lora-dim', type=int, default=8,
+                        help='LoRA rank the checkpoint was trained with (--lora_dim)')
+    parser.add_argument('--max-frames', type=int, default=12,
+                        help='frames per video (--max_frames)')
     return parser.parse_args(argv)
 
 
@@ -42,7 +52,7 @@ def convert(args: argparse.Namespace) -> dict:
     """Convert, verify by a strict load, and return the mmengine-style checkpoint."""
     if not os.path.isfile(args.checkpoint):
         raise FileNotFoundError(f'reference checkpoint not found: {args.checkpoint!r}')
-    state_dict = torch.load(args.checkpoint, map_location='cpu', weights_only=True)
+    state_dict = safe_load_checkpoint(args.checkpoint)
     if isinstance(state_dict, dict) and 'state_dict' in state_dict:
         state_dict = state_dict['state_dict']
     reference_args = dict(

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from projects.tempme.apis.inference import (LoadedRetriever, VideoReader, check_frames, describe,
                                             encode_texts, encode_videos, init_retriever)
+from projects.tempme.config_checks import check_data_fits_model
 from projects.tempme.search import (FileStat, IndexBusyError, IndexModelMismatch, VideoIndex,
                                     plan_update, scan_videos)
 
@@ -45,10 +46,11 @@ class _DecodedVideos(torch.utils.data.Dataset):
         path = self.files[i].path
         try:
             frames = self.reader(path)
-            check_frames(self.loaded, frames, path)
-            return i, frames, None
         except Exception as err:  # noqa: BLE001 - any decoder error skips this one file
             return i, None, f'{type(err).__name__}: {err}'.strip()
+        # a clip the model cannot take is the config's fault, not the file's: raise
+        check_frames(self.loaded, frames, path)
+        return i, frames, None
 
 
 def build_index(video_dir: str, index_dir: str, config: str, checkpoint: Optional[str] = None,
@@ -77,6 +79,7 @@ def _update_index(video_dir, index_dir, config, checkpoint, cfg_options, batch_s
                   save_every, rebuild, device, progress) -> Dict[str, int]:
     current = scan_videos(video_dir)
     loaded = init_retriever(config, checkpoint, device=device, cfg_options=cfg_options)
+    check_data_fits_model(loaded.cfg)
     model = dict(describe(loaded), cfg_options=cfg_options or {},
                  resolved_config=frozen_config(loaded.cfg))
     root = os.path.abspath(video_dir)

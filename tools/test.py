@@ -10,6 +10,7 @@ import os
 import os.path as osp
 
 from mmengine.config import Config, DictAction
+from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
 import projects.tempme  # noqa: F401  (compatibility fixes + registration)
@@ -49,7 +50,11 @@ def main(argv=None) -> dict:
         cfg.test_evaluator.out_file = args.out
     check_data_fits_model(cfg)
     runner = Runner.from_cfg(adapt_to_device(cfg))
-    return runner.test()
+    metrics = runner.test()
+    for what, path in (('metrics', args.out), ('similarity matrix', args.dump)):
+        if path and is_main_process():
+            print(f'{what} written to {osp.abspath(path)}')
+    return metrics
 
 
 if __name__ == '__main__':

@@ -9,6 +9,7 @@ import argparse
 import os
 import os.path as osp
 
+import torch
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
@@ -24,7 +25,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from this checkpoint, or from the latest one in the '
                         'work dir when no path is given')
-    parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
+    parser.add_argument('--amp', action='store_true',
+                        help='automatic mixed precision (fp16 with loss scaling; needs CUDA)')
     parser.add_argument('--no-validate', action='store_true',
                         help='skip evaluation during training')
     parser.add_argument('--seed', type=int, help='random seed (overrides the config)')
@@ -34,6 +36,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
+    if args.amp and not torch.cuda.is_available():
+        parser.error('--amp needs a CUDA GPU (mmengine AMP: fp16 with loss scaling); '
+                     'train without --amp on CPU')
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
 

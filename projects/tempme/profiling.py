@@ -2,6 +2,7 @@
 
 Kept free of models and configs so each measure can be tested on toy functions.
 """
+import os
 import statistics
 import time
 from typing import Callable, Dict, List, Sequence
@@ -38,6 +39,10 @@ def cpu_peak_allocated(fn: Callable[[], object]) -> int:
     allocator caching, the Python heap and other threads).
     """
     from torch.profiler import ProfilerActivity, profile
+
+    # libkineto logs every start/stop, and on a machine without a GPU an error from its
+    # device query; read when the profiler first starts, so set before it does
+    os.environ.setdefault('KINETO_LOG_LEVEL', '6')
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     events = [e for e in prof.profiler.kineto_results.events()

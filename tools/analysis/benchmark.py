@@ -62,8 +62,9 @@ MB = 2 ** 20
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--geometries', nargs='*', default=list(GEOMETRIES),
-                        choices=list(GEOMETRIES), help='built-in CLIP geometries')
+    parser.add_argument('--geometries', nargs='*', default=None, choices=list(GEOMETRIES),
+                        help='built-in CLIP geometries (default: both, unless --config or '
+                        '--arch is given)')
     parser.add_argument('--config', nargs='*', default=[],
                         help='configs whose model to benchmark (CLIP weights are not loaded)')
     parser.add_argument('--arch', type=json.loads, default=None,
@@ -109,7 +110,10 @@ def geometry_specs(args: argparse.Namespace) -> Dict[str, dict]:
     """name -> dict(clip=..., encoders=..., head=...) for every requested geometry."""
     specs = {}
     tempme = dict(TEMPME_ENCODER, num_frames=args.num_frames)
-    for name in args.geometries:
+    geometries = args.geometries
+    if geometries is None:
+        geometries = [] if args.config or args.arch is not None else list(GEOMETRIES)
+    for name in geometries:
         specs[name] = dict(clip=dict(arch=GEOMETRIES[name], image_size=args.image_size),
                            encoders=method_encoders(tempme), head=dict(type='MeanCLSHead'))
     if args.arch is not None:
@@ -121,8 +125,15 @@ def geometry_specs(args: argparse.Namespace) -> Dict[str, dict]:
         clip = dict(model.clip, weights=None)
         specs[osp.splitext(osp.basename(path))[0]] = dict(
             clip=clip, encoders=method_encoders(dict(model.video_encoder)),
-            head=dict(model.get('head', dict(type='MeanCLSHead'))))
+            head=dict(model.get('head', dict(type='MeanCLSHead'))),
+            defaults_of=_geometry_of_arch(clip.get('arch')))
     return specs
+
+
+def _geometry_of_arch(arch) -> Optional[str]:
+    """The built-in geometry whose CPU defaults suit a config's CLIP, if it is one of them."""
+    by_arch = {v: k for k, v in GEOMETRIES.items()}
+    return by_arch.get(arch) if isinstance(arch, str) else None
 
 
 def build_model(spec: dict, method: str, peft: bool, seed: int) -> TempMeRetriever:
@@ -297,11 +308,20 @@ def run_benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) 
     results, used = {}, {}
     for name, spec in geometry_specs(args).items():
         start = time.perf_counter()
-        batch, rounds, train_rounds = CUDA_DEFAULTS if cuda else CPU_DEFAULTS.get(name, (2, 3, 1))
+        like = spec.get('defaults_of') or name
+        batch, rounds, train_rounds = CUDA_DEFAULTS if cuda else CPU_DEFAULTS.get(like, (2, 3, 1))
+        why = ('given' if args.train_batch else
+               'the CUDA default' if cuda else
+               f'the CPU default for {like}' if like in CPU_DEFAULTS else
+               'the CPU default for other geometries')
         batch = 0 if args.no_train else (args.train_batch or batch)
         rounds, train_rounds = args.rounds or rounds, args.train_rounds or train_rounds
         used[name] = dict(latency_rounds=rounds, train_rounds=train_rounds, train_batch=batch)
-        log(f'[{name}]')
+        log(f'[{name}] inference batches {list(args.batch_sizes)}, {rounds} timed rounds; '
+            + ('no training figures (--no-train)' if not batch else
+               f'training batch {batch} ({why}'
+               f'{"" if args.train_batch else "; --train-batch to change"}), '
+               f'{train_rounds} timed training rounds'))
         results[name] = benchmark_geometry(spec, args, device, rounds, train_rounds, batch, log)
         log(f'[{name}] done in {time.perf_counter() - start:.0f} s')
     return dict(device=describe_device(device), torch=torch.__version__,

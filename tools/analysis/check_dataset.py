@@ -100,9 +100,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         with open(args.out, 'w') as f:
             json.dump(report, f, indent=2)
     ok = all(result['ok'] for result in report.values())
-    print('all checked data is usable' if ok else
-          'PROBLEMS FOUND: fix the files above, or set on_bad_video=\'skip\' on the '
-          'dataset to train without the unreadable videos')
+    if ok:
+        print('all checked data is usable')
+    elif any(result['error'] for result in report.values()):
+        # an annotation or config problem: skipping videos cannot help
+        print('PROBLEMS FOUND: fix the annotation or config errors above (FAILED lines)')
+    else:
+        print('PROBLEMS FOUND: fix the videos above, or set on_bad_video=\'skip\' on the '
+              'dataset to train without the unreadable videos')
+    if args.out:
+        print(f'report written to {args.out}')
     return 0 if ok else 1
 
 
