@@ -15,7 +15,7 @@ import torch
 from mmengine.runner.checkpoint import CheckpointLoader
 
 from projects.tempme.apis.inference import load_retriever_checkpoint
-from projects.tempme.compat import CheckpointLoadError, safe_load_checkpoint
+from projects.tempme.checkpoint import CheckpointLoadError, safe_load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

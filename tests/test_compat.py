@@ -14,6 +14,7 @@ from mmengine.runner import Runner, load_checkpoint
 from torch.utils.data import Dataset
 
 import projects.tempme  # noqa: F401  (applies the fixes)
+from projects.tempme import checkpoint as ckpt
 from projects.tempme import compat
 
 # ---------------------------------------------------------------------------------------------
@@ -44,6 +45,7 @@ def test_apply_fixes_is_idempotent():
         'drn': False,
         'transformers_vindlu': [],
         'safe_checkpoint_globals': False,
+        'safe_checkpoint_loader': False,
     }
 
 
@@ -241,7 +243,7 @@ def without_project_globals():
     add, clear = serialization.add_safe_globals, serialization.clear_safe_globals
     saved = serialization.get_safe_globals()
     clear()
-    add([g for g in saved if g not in compat.SAFE_CHECKPOINT_GLOBALS])
+    add([g for g in saved if g not in ckpt.SAFE_CHECKPOINT_GLOBALS])
     yield
     clear()
     add(saved)
@@ -270,7 +272,7 @@ def test_runner_resumes_under_default_weights_only_load(runner_checkpoint, tmp_p
 def test_safe_load_checkpoint_without_global_registration(runner_checkpoint,
                                                           without_project_globals):
     before = torch.serialization.get_safe_globals()
-    checkpoint = compat.safe_load_checkpoint(runner_checkpoint)
+    checkpoint = ckpt.safe_load_checkpoint(runner_checkpoint)
     assert checkpoint['meta']['iter'] == 2
     assert isinstance(checkpoint['message_hub']['log_scalars']['train/loss'], HistoryBuffer)
     assert checkpoint['message_hub']['log_scalars']['train/loss'].mean() > 0
@@ -280,9 +282,9 @@ def test_safe_load_checkpoint_without_global_registration(runner_checkpoint,
 
 def test_safe_load_checkpoint_keeps_global_registration(runner_checkpoint):
     assert HistoryBuffer in torch.serialization.get_safe_globals()
-    compat.safe_load_checkpoint(runner_checkpoint)
+    ckpt.safe_load_checkpoint(runner_checkpoint)
     registered = torch.serialization.get_safe_globals()
-    assert all(entry in registered for entry in compat.SAFE_CHECKPOINT_GLOBALS)
+    assert all(entry in registered for entry in ckpt.SAFE_CHECKPOINT_GLOBALS)
 
 
 def test_safe_load_checkpoint_reads_numpy1_names(tmp_path):
@@ -293,7 +295,7 @@ def test_safe_load_checkpoint_reads_numpy1_names(tmp_path):
     assert b'numpy._core.multiarray' in data
     # Protocol 2 names globals as text lines: rewrite them as numpy 1.x wrote them.
     path.write_bytes(data.replace(b'numpy._core.multiarray', b'numpy.core.multiarray'))
-    loaded = compat.safe_load_checkpoint(path)
+    loaded = ckpt.safe_load_checkpoint(path)
     assert loaded['eta'] == 1.5
     assert loaded['counts'].tolist() == [0, 1, 2]
 
@@ -320,8 +322,8 @@ def test_malicious_checkpoint_is_refused(tmp_path):
     path = tmp_path / 'evil.pth'
     torch.save({'state_dict': {}, 'meta': _WriteMarker(marker)}, path)
 
-    with pytest.raises(compat.CheckpointLoadError, match='evil.pth'):
-        compat.safe_load_checkpoint(path)
+    with pytest.raises(ckpt.CheckpointLoadError, match='evil.pth'):
+        ckpt.safe_load_checkpoint(path)
     assert not marker.exists()
     with pytest.raises(pickle.UnpicklingError):
         torch.load(path)
@@ -333,18 +335,18 @@ def test_malicious_checkpoint_is_refused(tmp_path):
 
 
 def test_getattr_stand_in_only_reaches_statistics(tmp_path):
-    assert compat._history_buffer_statistic(HistoryBuffer, 'mean') is HistoryBuffer.mean
+    assert ckpt._history_buffer_statistic(HistoryBuffer, 'mean') is HistoryBuffer.mean
     path = tmp_path / 'getattr.pth'
     torch.save({'meta': _StealAttribute()}, path)
-    with pytest.raises(compat.CheckpointLoadError, match='register_statistics'):
-        compat.safe_load_checkpoint(path)
+    with pytest.raises(ckpt.CheckpointLoadError, match='register_statistics'):
+        ckpt.safe_load_checkpoint(path)
     with pytest.raises(pickle.UnpicklingError):
-        compat._history_buffer_statistic(np.ndarray, 'mean')
+        ckpt._history_buffer_statistic(np.ndarray, 'mean')
 
 
 def test_safe_load_checkpoint_names_missing_file(tmp_path):
-    with pytest.raises(compat.CheckpointLoadError, match='missing.pth'):
-        compat.safe_load_checkpoint(tmp_path / 'missing.pth')
+    with pytest.raises(ckpt.CheckpointLoadError, match='missing.pth'):
+        ckpt.safe_load_checkpoint(tmp_path / 'missing.pth')
 
 
 def test_weights_only_probe(monkeypatch):
@@ -356,7 +358,7 @@ def test_weights_only_probe(monkeypatch):
 def test_registration_adds_the_allow_list(without_project_globals):
     assert compat.register_safe_checkpoint_globals() is True
     registered = torch.serialization.get_safe_globals()
-    assert all(entry in registered for entry in compat.SAFE_CHECKPOINT_GLOBALS)
+    assert all(entry in registered for entry in ckpt.SAFE_CHECKPOINT_GLOBALS)
     assert compat.register_safe_checkpoint_globals() is False
 
 
@@ -374,7 +376,7 @@ def test_registration_skipped_on_torch_without_allow_lists(monkeypatch, without_
 
 def test_allow_list_is_explicit():
     names = set()
-    for entry in compat.SAFE_CHECKPOINT_GLOBALS:
+    for entry in ckpt.SAFE_CHECKPOINT_GLOBALS:
         if isinstance(entry, tuple):
             names.add(entry[1])
         else:
@@ -393,4 +395,4 @@ def test_allow_list_is_explicit():
         'numpy.dtypes.Float32DType',
         'numpy.dtypes.Int32DType',
     }
-    assert getattr not in compat.SAFE_CHECKPOINT_GLOBALS
+    assert getattr not in ckpt.SAFE_CHECKPOINT_GLOBALS

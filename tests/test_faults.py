@@ -22,7 +22,7 @@ from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from torch.utils.data import Dataset
 
-from projects.tempme import compat
+from projects.tempme import checkpoint as ckpt
 from projects.tempme.engine import (AtomicCheckpointHook, AtomicLocalBackend,
                                     CheckpointMismatchError, NonFiniteLossError, PEFTCheckpointHook,
                                     StrictLoadHook, atomic_checkpoint)
@@ -209,14 +209,14 @@ def test_job_killed_while_saving_leaves_the_previous_checkpoint(tmp_path):
         proc.wait(timeout=60)
         proc.stdout.close()
     assert proc.returncode == -signal.SIGKILL
-    loaded = compat.safe_load_checkpoint(path)
+    loaded = ckpt.safe_load_checkpoint(path)
     assert loaded.keys() == old.keys()
     assert all(torch.equal(loaded['state_dict'][k], v) for k, v in old['state_dict'].items())
     # The partial file never took the final name; only the hidden temporary file remains.
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(['epoch_1.pth',
                                                                  partial[0].name])
-    with pytest.raises(compat.CheckpointLoadError, match='tmp'):
-        compat.safe_load_checkpoint(partial[0])
+    with pytest.raises(ckpt.CheckpointLoadError, match='tmp'):
+        ckpt.safe_load_checkpoint(partial[0])
 
 
 def test_checkpoint_hook_never_leaves_a_dangling_last_checkpoint(tmp_path, monkeypatch):
@@ -242,7 +242,7 @@ def test_checkpoint_hook_never_leaves_a_dangling_last_checkpoint(tmp_path, monke
     hook = next(h for h in runner.hooks if isinstance(h, AtomicCheckpointHook))
     assert isinstance(hook.file_backend, AtomicLocalBackend)
     assert (tmp_path / 'last_checkpoint').read_text() == str(tmp_path / 'epoch_1.pth')
-    checkpoint = compat.safe_load_checkpoint(tmp_path / 'epoch_1.pth')
+    checkpoint = ckpt.safe_load_checkpoint(tmp_path / 'epoch_1.pth')
     assert checkpoint['meta']['epoch'] == 1
     assert not (tmp_path / 'epoch_2.pth').exists()
     assert not list(tmp_path.glob('.*.tmp'))
@@ -275,7 +275,7 @@ def test_previous_best_checkpoint_is_deleted_only_after_the_new_is_saved(tmp_pat
     monkeypatch.setattr(atomic_checkpoint, 'atomic_write', crash_on_best)
     with pytest.raises(KeyboardInterrupt):
         hook._save_best_checkpoint(runner, {'acc': 0.9})
-    assert compat.safe_load_checkpoint(first)['meta']['epoch'] == 1
+    assert ckpt.safe_load_checkpoint(first)['meta']['epoch'] == 1
     assert hook.best_ckpt_path == str(first)
 
     monkeypatch.setattr(atomic_checkpoint, 'atomic_write', real)
@@ -425,7 +425,7 @@ def test_nan_loss_stops_before_the_step_and_keeps_the_last_checkpoint(tmp_path):
     assert 'non-finite loss (nan) at iteration 7 of 12 (epoch 2 of 3)' in message
     assert f'last good checkpoint is {tmp_path / "epoch_1.pth"}' in message
     assert sorted(p.name for p in tmp_path.glob('*.pth')) == ['epoch_1.pth']
-    checkpoint = compat.safe_load_checkpoint(tmp_path / 'epoch_1.pth')
+    checkpoint = ckpt.safe_load_checkpoint(tmp_path / 'epoch_1.pth')
     assert checkpoint['meta']['epoch'] == 1 and checkpoint['meta']['iter'] == 4
     assert all(torch.isfinite(v).all() for v in checkpoint['state_dict'].values())
     weights = runner.model.state_dict()
@@ -622,8 +622,8 @@ def test_sigkilled_training_resumes_to_the_same_metrics_and_weights(data_root, t
     _run([sys.executable, 'tools/train.py', CONFIG, '--work-dir', str(killed), '--resume',
           *options])
     assert _val_metrics(killed, 2) == pytest.approx(_val_metrics(full, 2), abs=1e-6)
-    resumed = compat.safe_load_checkpoint(killed / 'epoch_2.pth')['state_dict']
-    reference = compat.safe_load_checkpoint(full / 'epoch_2.pth')['state_dict']
+    resumed = ckpt.safe_load_checkpoint(killed / 'epoch_2.pth')['state_dict']
+    reference = ckpt.safe_load_checkpoint(full / 'epoch_2.pth')['state_dict']
     assert resumed.keys() == reference.keys()
     assert not [k for k, v in reference.items()
                 if not torch.allclose(resumed[k], v, atol=1e-6, rtol=0)]
@@ -666,6 +666,21 @@ def _growing_runner(work_dir: Path, resume: bool, max_epochs: int = 3) -> Runner
         experiment_name=f'growing_{resume}_{time.time_ns()}')
 
 
+def _resume_recording_validations(work_dir: Path) -> list:
+    """Resume a 3-epoch run in ``work_dir``; the epochs validated, in order."""
+    runner = _growing_runner(work_dir, resume=True)
+    validated = []
+    real_run = runner.val_loop.run
+
+    def record_epoch():
+        validated.append(runner.epoch)
+        return real_run()
+
+    runner.val_loop.run = record_epoch
+    runner.train()
+    return validated
+
+
 def test_resume_validates_an_epoch_whose_best_checkpoint_was_lost(tmp_path, monkeypatch):
     real_write = atomic_checkpoint.atomic_write
 
@@ -681,16 +696,7 @@ def test_resume_validates_an_epoch_whose_best_checkpoint_was_lost(tmp_path, monk
     assert (tmp_path / 'epoch_2.pth').is_file()
 
     monkeypatch.setattr(atomic_checkpoint, 'atomic_write', real_write)
-    runner = _growing_runner(tmp_path, resume=True)
-    validated = []
-    real_run = runner.val_loop.run
-
-    def record_epoch():
-        validated.append(runner.epoch)
-        return real_run()
-
-    runner.val_loop.run = record_epoch
-    runner.train()
+    validated = _resume_recording_validations(tmp_path)
     assert validated == [2, 3]  # epoch 2 again before training continues, then epoch 3
     assert sorted(p.name for p in tmp_path.glob('best_*.pth')) == ['best_score_epoch_3.pth']
     assert (tmp_path / 'last_validated_epoch').read_text() == '3'
@@ -698,17 +704,7 @@ def test_resume_validates_an_epoch_whose_best_checkpoint_was_lost(tmp_path, monk
 
 def test_a_clean_resume_does_not_validate_again(tmp_path):
     _growing_runner(tmp_path, resume=False, max_epochs=2).train()
-    resumed = _growing_runner(tmp_path, resume=True)
-    validated = []
-    real_run = resumed.val_loop.run
-
-    def record_epoch():
-        validated.append(resumed.epoch)
-        return real_run()
-
-    resumed.val_loop.run = record_epoch
-    resumed.train()
-    assert validated == [3]
+    assert _resume_recording_validations(tmp_path) == [3]
 
 
 def test_disk_full_and_read_only_name_the_file(tmp_path, monkeypatch):

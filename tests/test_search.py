@@ -281,7 +281,7 @@ def test_a_failed_save_names_the_index_and_keeps_the_last_one(built, monkeypatch
         raise OSError(28, 'No space left on device')
 
     monkeypatch.setattr(store_module.np, 'save', disk_full)
-    with pytest.raises(OSError, match=f"cannot save the index in '{built}': No space left"):
+    with pytest.raises(OSError, match=f'cannot write {built}/embeddings-.*npy: No space left'):
         index.save()
     assert (built / 'manifest.json').read_text() == before
     assert len(VideoIndex.load(str(built))) == 3

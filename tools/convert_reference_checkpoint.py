@@ -17,7 +17,7 @@ import sys
 
 import torch
 
-from projects.tempme.compat import safe_load_checkpoint
+from projects.tempme.checkpoint import safe_load_checkpoint
 from projects.tempme.fileio import atomic_write
 from projects.tempme.models import TempMeRetriever
 from projects.tempme.reference import (convert_reference_state_dict, geometry_from_state_dict,

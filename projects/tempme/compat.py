@@ -16,19 +16,16 @@ import os
 import pickle
 import sys
 import types
-import urllib.parse
 import warnings
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Tuple
 
-import numpy as np
 import torch
-from mmengine.logging.history_buffer import HistoryBuffer
+
+from .checkpoint import SAFE_CHECKPOINT_GLOBALS, safe_load_checkpoint, safe_load_url
 
 __all__ = [
-    'APPLIED', 'SAFE_CHECKPOINT_GLOBALS', 'CheckpointLoadError', 'MissingDRN', 'apply_fixes',
-    'fix_missing_drn', 'fix_transformers_for_vindlu', 'install_safe_checkpoint_loader',
-    'register_safe_checkpoint_globals', 'safe_load_checkpoint', 'safe_load_url',
-    'download_checkpoint'
+    'MissingDRN', 'apply_fixes', 'fix_missing_drn', 'fix_transformers_for_vindlu',
+    'install_safe_checkpoint_loader', 'register_safe_checkpoint_globals'
 ]
 
 
@@ -190,62 +187,8 @@ def fix_transformers_for_vindlu() -> List[str]:
 # 3. torch >= 2.6: torch.load defaults to weights_only=True and refuses mmengine checkpoints.
 # ---------------------------------------------------------------------------------------------
 
-# HistoryBuffer statistics mmengine registers by default (``_set_default_statistics``).
-_HISTORY_BUFFER_STATISTICS = frozenset({'min', 'max', 'current', 'mean'})
-
-
-def _history_buffer_statistic(owner: Any, name: str) -> Callable:
-    """Restricted ``getattr`` for checkpoints: only HistoryBuffer's default statistics.
-
-    ``HistoryBuffer.__getstate__`` stores its statistic methods, and pickle protocol 2 writes
-    each as ``builtins.getattr(HistoryBuffer, 'min')``. Allow-listing the real ``getattr`` would
-    let a checkpoint fetch any attribute of any loaded object, so this stand-in is registered
-    under that name instead and refuses everything else.
-    """
-    if owner is HistoryBuffer and name in _HISTORY_BUFFER_STATISTICS:
-        return getattr(HistoryBuffer, name)
-    raise pickle.UnpicklingError(
-        f'checkpoint asks for getattr({owner!r}, {name!r}); only the statistics of '
-        f'mmengine HistoryBuffer ({", ".join(sorted(_HISTORY_BUFFER_STATISTICS))}) are allowed')
-
-
-def _numpy_multiarray() -> types.ModuleType:
-    """numpy's multiarray module (``numpy._core`` since numpy 2, ``numpy.core`` before)."""
-    core = getattr(np, '_core', None)
-    return core.multiarray if core is not None else np.core.multiarray
-
-
-def _safe_checkpoint_globals() -> Tuple[Union[Callable, Tuple[Callable, str]], ...]:
-    multiarray = _numpy_multiarray()
-    entries: List[Union[Callable, Tuple[Callable, str]]] = [
-        # message_hub['log_scalars'] values
-        HistoryBuffer,
-        (_history_buffer_statistic, 'builtins.getattr'),
-        # HistoryBuffer histories (ndarrays) and numpy scalars in message_hub['runtime_info']
-        np.ndarray,
-        np.dtype,
-    ]
-    # Pickles name these by the numpy that wrote them: numpy._core (2.x) or numpy.core (1.x).
-    for package in ('numpy._core', 'numpy.core'):
-        entries.append((multiarray._reconstruct, f'{package}.multiarray._reconstruct'))
-        entries.append((multiarray.scalar, f'{package}.multiarray.scalar'))
-    # Rebuilt dtypes are instances of per-dtype classes (numpy.dtypes.Float64DType, ...):
-    # float64 / int64 for the logged values and counts, float32 / int32 for values computed in
-    # single precision and for counts on platforms whose default integer is 32-bit.
-    for name in ('float64', 'int64', 'float32', 'int32'):
-        dtype_class = type(np.dtype(name))
-        if dtype_class is not np.dtype:
-            entries.append(dtype_class)
-    return tuple(entries)
-
-
-#: Everything an mmengine Runner checkpoint holds beyond torch's own weights_only allow-list
-#: (tensors, OrderedDict, Counter for MultiStepLR milestones, ... are allowed by torch).
-SAFE_CHECKPOINT_GLOBALS = _safe_checkpoint_globals()
-
-
-class CheckpointLoadError(RuntimeError):
-    """A checkpoint could not be loaded with ``weights_only=True``."""
+# The allow-list and the safe loader live in checkpoint.py; the functions below make torch
+# and mmengine use them.
 
 
 class _WeightsOnlyProbe:
@@ -293,95 +236,6 @@ def register_safe_checkpoint_globals() -> bool:
     return True
 
 
-def _refused_globals(path: Union[str, os.PathLike]) -> List[str]:
-    """Globals a checkpoint would import that the allow-list does not contain."""
-    try:
-        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(os.fspath(path))
-    except Exception:  # not a zip checkpoint, or torch too old: the error says enough
-        return []
-    allowed = {entry[1] if isinstance(entry, tuple) else f'{entry.__module__}.{entry.__qualname__}'
-               for entry in SAFE_CHECKPOINT_GLOBALS}
-    return [name for name in unsafe if name not in allowed]
-
-
-_URL_SCHEMES = ('http://', 'https://')
-
-
-def download_checkpoint(url: str, model_dir: Optional[str] = None, progress: bool = True,
-                        file_name: Optional[str] = None) -> str:
-    """The local copy of a checkpoint URL, downloaded once into torch.hub's cache.
-
-    The same cache as ``torch.hub.load_state_dict_from_url`` (``<hub dir>/checkpoints``);
-    the download goes to a temporary file that is renamed when complete.
-    """
-    name = file_name or os.path.basename(urllib.parse.urlparse(url).path)
-    if not name:
-        raise CheckpointLoadError(f'cannot tell a file name from the checkpoint URL {url!r}')
-    model_dir = model_dir or os.path.join(torch.hub.get_dir(), 'checkpoints')
-    cached = os.path.join(model_dir, name)
-    if not os.path.exists(cached):
-        os.makedirs(model_dir, exist_ok=True)
-        try:
-            torch.hub.download_url_to_file(url, cached, None, progress=progress)
-        except Exception as exc:
-            raise CheckpointLoadError(f'cannot download checkpoint {url!r} to {cached!r}: '
-                                      f'{exc}') from exc
-    return cached
-
-
-def safe_load_url(url: str, model_dir: Optional[str] = None, map_location: Any = None,
-                  progress: bool = True, check_hash: bool = False,
-                  file_name: Optional[str] = None, weights_only: bool = True, **_: Any) -> Any:
-    """``torch.hub.load_state_dict_from_url`` with :func:`safe_load_checkpoint` loading.
-
-    torch's function loads with ``weights_only=False`` unless told otherwise, and mmengine
-    (``load_from_http``, used for ``http(s)://``, ``torchvision://``, ``mmcls://`` and
-    ``openmmlab://`` checkpoints) does not tell it; a cached or downloaded file could run
-    code. ``weights_only`` is accepted for the signature and always true here.
-    """
-    del check_hash, weights_only
-    return safe_load_checkpoint(download_checkpoint(url, model_dir, progress, file_name),
-                                map_location=map_location)
-
-
-def safe_load_checkpoint(path: Union[str, os.PathLike],
-                         map_location: Any = 'cpu') -> Any:
-    """Load a checkpoint with ``weights_only=True`` and :data:`SAFE_CHECKPOINT_GLOBALS`.
-
-    ``path`` may be an ``http(s)://`` URL: it is downloaded into torch.hub's cache first.
-    Works whether or not the allow-list is registered globally, and leaves the global
-    registration as it was. Raises :class:`CheckpointLoadError` naming the file when torch
-    refuses or cannot read it, and the code a refused file asked to run.
-    """
-    if isinstance(path, str) and path.startswith(_URL_SCHEMES):
-        path = download_checkpoint(path)
-    serialization = torch.serialization
-    if not hasattr(serialization, 'safe_globals'):
-        raise CheckpointLoadError(
-            f'cannot load {os.fspath(path)!r} safely: torch {torch.__version__} has no '
-            'torch.serialization.safe_globals (needs torch >= 2.5)')
-    if not os.path.isfile(path):
-        raise CheckpointLoadError(f'checkpoint not found: {os.fspath(path)!r}')
-    registered = serialization.get_safe_globals()
-    # safe_globals removes on exit what it was given, so pass only what is not yet registered.
-    extra = [entry for entry in SAFE_CHECKPOINT_GLOBALS if entry not in registered]
-    try:
-        with serialization.safe_globals(extra):
-            return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        refused = _refused_globals(path)
-        why = (f'it asks to import {", ".join(refused)}, which no checkpoint of this project '
-               'holds, so it may run code when unpickled and was not loaded. Never open a '
-               'file you did not create with weights_only=False. ' if refused else '')
-        raise CheckpointLoadError(
-            f'refused to load checkpoint {os.fspath(path)!r} with weights_only=True: {why}'
-            f'torch says: {exc}') from exc
-    except Exception as exc:
-        raise CheckpointLoadError(
-            f'cannot load checkpoint {os.fspath(path)!r} with weights_only=True (is it '
-            f'complete and a torch checkpoint?): {exc}') from exc
-
-
 def _load_local_checkpoint(filename: str, map_location: Any = None) -> Any:
     """mmengine's loader for local paths, always with ``weights_only=True``."""
     return safe_load_checkpoint(os.path.expanduser(filename), map_location=map_location)
@@ -419,10 +273,8 @@ def apply_fixes() -> Dict[str, Any]:
         'drn': fix_missing_drn(),
         'transformers_vindlu': fix_transformers_for_vindlu(),
         'safe_checkpoint_globals': register_safe_checkpoint_globals(),
+        'safe_checkpoint_loader': install_safe_checkpoint_loader(),
     }
 
 
-#: What the fixes did when this module was first imported.
-APPLIED = apply_fixes()
-#: Whether mmengine's local checkpoint loader was replaced by the weights-only one.
-SAFE_LOADER_INSTALLED = install_safe_checkpoint_loader()
+apply_fixes()

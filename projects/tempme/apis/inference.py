@@ -19,7 +19,8 @@ from mmaction.registry import MODELS, TRANSFORMS
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
-from ..compat import safe_load_checkpoint
+from ..checkpoint import (compare_state_dicts, fill_adapter_state, format_mismatch,
+                          safe_load_checkpoint, state_dict_of, strip_ddp_prefix)
 from ..datasets.transforms import tokenize_captions
 
 #: Pipeline steps that prepare captions or pack training samples, not frames.
@@ -82,18 +83,15 @@ def load_retriever_checkpoint(model: torch.nn.Module, path: str) -> str:
     if not path.startswith(('http://', 'https://')) and not os.path.isfile(path):
         raise FileNotFoundError(f'checkpoint not found: {path!r}')
     checkpoint = safe_load_checkpoint(path)  # URLs: downloaded, then loaded weights-only
-    state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict):
-        raise ValueError(f'{path!r} holds no state dict')
-    state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+    state = strip_ddp_prefix(state_dict_of(checkpoint, repr(path)))
     adapter_only = bool(checkpoint.get('meta', {}).get('adapter_only'))
     own = model.state_dict()
-    unexpected = sorted(k for k in state if k not in own)
-    missing = [] if adapter_only else sorted(k for k in own if k not in state)
-    if unexpected or missing:
-        raise KeyError(f'checkpoint {path!r} does not fit the configured model; unexpected keys: '
-                       f'{unexpected[:10]}, missing keys: {missing[:10]}')
-    model.load_state_dict({**own, **state})
+    if adapter_only:
+        state, _ = fill_adapter_state(own, state, f'checkpoint {path!r}')
+    mismatch = compare_state_dicts(own, state)
+    if mismatch:
+        raise KeyError(format_mismatch(mismatch, repr(path)))
+    model.load_state_dict(state)
     kind = 'adapter-only checkpoint' if adapter_only else 'checkpoint'
     return f'{kind} {path}'
 

@@ -8,12 +8,9 @@ from typing import Dict
 
 from mmaction.registry import HOOKS
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmengine.runner import set_random_seed
 
-
-def _unwrap(model):
-    return model.module if is_model_wrapper(model) else model
+from ..checkpoint import fill_adapter_state, unwrap_model
 
 
 @HOOKS.register_module()
@@ -37,7 +34,7 @@ class PEFTCheckpointHook(Hook):
         self.adapter_only = adapter_only
 
     def before_run(self, runner) -> None:
-        counts = _unwrap(runner.model).parameter_counts()
+        counts = unwrap_model(runner.model).parameter_counts()
         runner.logger.info(f'trainable parameters: {counts["trainable"]:,} of '
                            f'{counts["total"]:,} '
                            f'({100 * counts["trainable"] / max(counts["total"], 1):.2f}%)')
@@ -45,7 +42,7 @@ class PEFTCheckpointHook(Hook):
     def before_save_checkpoint(self, runner, checkpoint: Dict) -> None:
         if not self.adapter_only:
             return
-        model = _unwrap(runner.model)
+        model = unwrap_model(runner.model)
         trainable = {name for name, p in model.named_parameters() if p.requires_grad}
         checkpoint['state_dict'] = {k: v for k, v in checkpoint['state_dict'].items()
                                     if k in trainable}
@@ -54,15 +51,10 @@ class PEFTCheckpointHook(Hook):
     def after_load_checkpoint(self, runner, checkpoint: Dict) -> None:
         if not checkpoint.get('meta', {}).get('adapter_only'):
             return
-        base = _unwrap(runner.model).state_dict()
         state = checkpoint['state_dict']
-        unexpected = sorted(k for k in state if k not in base)
-        if unexpected:
-            raise KeyError(f'adapter checkpoint does not fit this model; unexpected keys: '
-                           f'{unexpected[:10]}')
-        filled = [k for k in base if k not in state]
-        checkpoint['state_dict'] = {**base, **state}
-        runner.logger.info(f'adapter checkpoint: {len(state)} tensors loaded, {len(filled)} '
+        checkpoint['state_dict'], filled = fill_adapter_state(
+            unwrap_model(runner.model).state_dict(), state)
+        runner.logger.info(f'adapter checkpoint: {len(state)} tensors loaded, {filled} '
                            'taken from the base CLIP weights')
 
 

@@ -20,6 +20,7 @@ import torch
 from open_clip.factory import load_state_dict
 from open_clip.model import resize_pos_embed
 
+from ..checkpoint import compare_state_dicts
 from .torchscript_weights import is_torchscript_archive, read_torchscript_state_dict
 
 #: Where the configs look for CLIP weights unless told otherwise.
@@ -91,17 +92,13 @@ def load_clip_weights(model: torch.nn.Module, path: str) -> None:
     resize_pos_embed(state_dict, model)
     for name, _ in model.named_buffers():  # e.g. the causal mask, stored by TorchScript
         state_dict.pop(name, None)
-    own = model.state_dict()
-    missing = sorted(k for k in own if k not in state_dict)
-    unexpected = sorted(k for k in state_dict if k not in own)
-    wrong = sorted(k for k in state_dict
-                   if k in own and state_dict[k].shape != own[k].shape)
-    if missing or unexpected or wrong:
-        shapes = [(k, tuple(state_dict[k].shape), tuple(own[k].shape)) for k in wrong]
+    mismatch = compare_state_dicts(model.state_dict(), state_dict)
+    if mismatch:
         raise RuntimeError(
             f'CLIP weights {path!r} do not fit the configured architecture:\n'
-            f'  missing keys: {_head(missing)}\n  unexpected keys: {_head(unexpected)}\n'
-            f'  shape mismatches (file, model): {_head(shapes)}')
+            f'  missing keys: {_head(sorted(mismatch.missing))}\n'
+            f'  unexpected keys: {_head(sorted(mismatch.unexpected))}\n'
+            f'  shape mismatches (file, model): {_head(sorted(mismatch.shapes))}')
     model.load_state_dict(state_dict, strict=False)
 
 

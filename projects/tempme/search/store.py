@@ -132,14 +132,8 @@ class VideoIndex:
                    manifest.get('root'), normalized=True)
 
     def save(self) -> None:
-        """Write embeddings, then the manifest naming them; on failure the last save stays."""
-        try:
-            self._save()
-        except OSError as err:
-            raise OSError(err.errno, f'cannot save the index in {self.directory!r}: '
-                          f'{err.strerror or err}; the last saved state is kept') from err
-
-    def _save(self) -> None:
+        """Write embeddings, then the manifest naming them; on failure the last save stays
+        (a failed write raises ``OSError`` naming the file, from ``atomic_write``)."""
         os.makedirs(self.directory, exist_ok=True)
         name = f'embeddings-{uuid.uuid4().hex[:12]}.npy'
         atomic_write(os.path.join(self.directory, name), self._write_embeddings)
