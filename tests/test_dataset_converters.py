@@ -448,7 +448,7 @@ def test_video_index_prefers_exact_then_folder_then_extension_order(tmp_path):
     for name in ['a.avi', 'a.mp4', 'sub/b.mkv', 'other/b.webm', 'sub/c.mov.mp4', 'x.txt']:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(b'')
-    index = at.VideoIndex(str(root))
+    index = at.VideoFileLookup(str(root))
     assert len(index) == 5  # x.txt is not a video
     assert index.resolve(['a.avi']) == 'a.avi'
     assert index.resolve(['a.mov']) == 'a.mp4'
@@ -464,7 +464,7 @@ def test_two_ids_resolving_to_one_file_is_an_error(tmp_path):
     entries = [at.VideoEntry('a.mov', ('a.mov', ), ['x']),
                at.VideoEntry('a.avi', ('a.avi', ), ['y'])]
     with pytest.raises(at.ConversionError, match="'a.mov' and 'a.avi' both resolve"):
-        at.resolve_split('s', entries, at.VideoIndex(str(tmp_path)))
+        at.resolve_split('s', entries, at.VideoFileLookup(str(tmp_path)))
 
 
 def test_write_annotation_is_atomic_and_validated(tmp_path):

@@ -10,7 +10,7 @@ from typing import Any, List, Optional, Tuple
 
 #: Pipeline steps and the field that fixes the clip length / the output frame size.
 CLIP_LEN_STEPS = {'FpsGridSample': 'clip_len', 'UniformSample': 'clip_len',
-                  'SampleFrames': 'clip_len'}
+                  'SampleFrames': 'clip_len', 'LoadCachedFrames': 'clip_len'}
 SIZE_STEPS = {'PILResizeCenterCrop': 'size', 'CenterCrop': 'crop_size'}
 
 

@@ -32,18 +32,15 @@ import os
 import os.path as osp
 import platform
 import statistics
-import sys
 import time
 from typing import Callable, Dict, List, Optional
 
 import torch
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-
-import projects.tempme  # noqa: E402,F401  (compatibility fixes + registration)
-from projects.tempme.models import TempMeRetriever  # noqa: E402
-from projects.tempme.profiling import (interleaved_timings, median_ratio,  # noqa: E402
-                                       peak_memory_bytes, tensor_bytes, video_gmacs)
+import projects.tempme  # noqa: F401  (compatibility fixes + registration)
+from projects.tempme.models import TempMeRetriever
+from projects.tempme.profiling import (interleaved_timings, median_ratio, peak_memory_bytes,
+                                       tensor_bytes, video_gmacs)
 
 METHODS = ('plain', 'tome', 'tempme')
 #: The TempMe recipe's encoder (configs/_base_/models/tempme_vit_b32.py).

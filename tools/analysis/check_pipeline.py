@@ -51,14 +51,19 @@ def split_pipeline(cfg: Config, split: str) -> List[dict]:
             if step['type'] not in TEXT_TRANSFORMS + RANDOM_TRANSFORMS]
 
 
-def run_pipeline(steps: List[dict], path: str) -> Tuple[np.ndarray, np.ndarray, float, int]:
-    """Frame indices, uint8 clip ``(T, 3, H, W)``, fps and frame count of one video."""
+def run_pipeline(steps: List[dict], path: str, video: Optional[str] = None
+                 ) -> Tuple[np.ndarray, np.ndarray, float, int]:
+    """Frame indices, uint8 clip ``(T, 3, H, W)``, fps and frame count of one video.
+
+    ``video`` is its annotation key (a frame cache finds entries by it).
+    """
     from mmaction.registry import TRANSFORMS
     from mmengine.registry import DefaultScope
 
     with DefaultScope.overwrite_default_scope('mmaction'):
         transforms = [TRANSFORMS.build(step) for step in steps]
-    results = dict(filename=path, start_index=0, modality='RGB')
+    results = dict(filename=path, video=video or osp.basename(path), start_index=0,
+                   modality='RGB')
     indices = None
     for transform in transforms:
         results = transform(results)

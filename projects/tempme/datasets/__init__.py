@@ -1,4 +1,5 @@
 """Video-text retrieval data: the dataset, caption tokenization and input packing."""
+from .frame_cache import FrameCacheError, LoadCachedFrames
 from .frame_sampling import FpsGridSample, grid_frame_indices
 from .group_sampler import VideoGroupSampler, load_groups
 from .rand_augment import ClipRandAugment
@@ -14,5 +15,6 @@ __all__ = [
     'load_video_captions', 'tokenize_captions', 'VideoGroupSampler', 'load_groups',
     'VideoCheckError', 'VideoLoadError', 'VideoProbe', 'probe_video', 'probe_videos',
     'caption_token_count', 'truncated_captions', 'FpsGridSample', 'grid_frame_indices',
-    'ClipRandAugment', 'PILResizeCenterCrop', 'resize_center_crop'
+    'ClipRandAugment', 'PILResizeCenterCrop', 'resize_center_crop', 'FrameCacheError',
+    'LoadCachedFrames'
 ]

@@ -4,7 +4,7 @@ Each converter parses one public annotation format into :class:`VideoEntry` list
 one per split; everything else lives here, so every dataset behaves the same way:
 
 * video files are found under a video root whatever their extension or folder
-  (:class:`VideoIndex`), because releases differ (DiDeMo's ``.mov``/``.3gp`` files,
+  (:class:`VideoFileLookup`), because releases differ (DiDeMo's ``.mov``/``.3gp`` files,
   ActivityNet's ``v_`` prefix, LSMDC's per-movie folders, transcoded ``.mp4`` copies);
 * a split with missing videos fails and names them, or, when asked, drops them and
   says how many (:func:`resolve_split`);
@@ -13,8 +13,8 @@ one per split; everything else lives here, so every dataset behaves the same way
 * malformed inputs fail with the file and the entry (:class:`ConversionError`);
 * pickled caption files are read without executing anything (:func:`load_pickle_safely`).
 
-Pure standard library, no mmengine: the converters load this file by path so that
-they run without importing the training stack.
+Pure standard library, no mmengine. :data:`VIDEO_EXTENSIONS` is the project's one list
+of video file extensions (the search index and the compression tool use it too).
 """
 import argparse
 import csv
@@ -214,7 +214,7 @@ def strip_video_extensions(name: str) -> str:
         name = stem
 
 
-class VideoIndex:
+class VideoFileLookup:
     """The video files under a root, looked up by relative path or by name stem.
 
     Built with one walk of the tree. :meth:`resolve` returns, for the first candidate
@@ -270,7 +270,7 @@ class VideoIndex:
         return None
 
 
-def resolve_split(split: str, entries: Sequence[VideoEntry], index: Optional[VideoIndex],
+def resolve_split(split: str, entries: Sequence[VideoEntry], index: Optional[VideoFileLookup],
                   drop_missing: bool = False) -> SplitResult:
     """Map entries to ``{video_file: captions}``, in entry order.
 
@@ -383,7 +383,7 @@ def run_conversion(build_splits: Callable[[], Dict[str, Sequence[VideoEntry]]],
         splits = build_splits()
         index = None
         if not args.no_video_check:
-            index = VideoIndex(args.video_root)
+            index = VideoFileLookup(args.video_root)
             print(f'{len(index)} video files under {args.video_root}', file=out)
         for name, entries in splits.items():
             try:

@@ -26,6 +26,8 @@ _INTERPOLATION = {
 def resize_center_crop(frame: np.ndarray, size: int,
                        interpolation: str = 'bicubic') -> np.ndarray:
     """Resize the short side of an (H, W, 3) uint8 frame to ``size``, then crop the centre."""
+    if frame.shape[:2] == (size, size):
+        return frame  # what torchvision returns for a frame that is already the size
     image = Image.fromarray(frame)
     image = F.resize(image, size, interpolation=_INTERPOLATION[interpolation])
     image = F.center_crop(image, size)

@@ -165,7 +165,8 @@ class VideoTextRetrievalDataset(BaseDataset):
     Each ``data_info`` holds:
 
     - ``filename``: ``data_root/data_prefix['video']/video_file`` (``DecordInit`` appends
-      ``.mp4`` to a name without an extension);
+      ``.mp4`` to a name without an extension); ``video``: ``video_file`` itself (the key
+      of a frame cache);
     - ``video_index``: the video's position in the file;
     - ``captions`` / ``caption_indices``: training, one caption and its global id;
       evaluation (``test_mode=True``), all of the video's captions and their ids;
@@ -279,8 +280,8 @@ class VideoTextRetrievalDataset(BaseDataset):
             videos.append(video)
             captions.extend(video_captions)
             caption_to_video.extend([video_index] * len(video_captions))
-            common = dict(
-                filename=filename, video_index=video_index, start_index=0, modality='RGB')
+            common = dict(filename=filename, video=video, video_index=video_index,
+                          start_index=0, modality='RGB')
             if self.test_mode:
                 data_list.append(
                     dict(common, captions=list(video_captions), caption_indices=ids))

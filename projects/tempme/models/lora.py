@@ -4,7 +4,7 @@ TempMe's LoRA (rank 8 on the fused qkv input projection of every attention layer
 both towers; A kaiming-uniform, B zero; no scaling) is exactly peft's default LoRA on
 the ``attn.qkv`` Linear layers with ``lora_alpha == r``.
 """
-from typing import Iterable, Optional
+from typing import Optional
 
 from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
@@ -29,10 +29,6 @@ def inject_lora(model: nn.Module, rank: int = 8, alpha: Optional[float] = None,
 
 def is_lora_parameter(name: str) -> bool:
     return '.lora_A.' in name or '.lora_B.' in name
-
-
-def lora_parameters(model: nn.Module) -> Iterable[nn.Parameter]:
-    return (p for n, p in model.named_parameters() if is_lora_parameter(n))
 
 
 def merge_lora(model: nn.Module) -> nn.Module:

@@ -6,7 +6,7 @@ learned temporal embedding per clip) and again inside the new clip (by keys). Wh
 each block does is read from a :class:`~projects.tempme.merging.MergeSchedule`, so
 plain per-frame CLIP and ToMe-only are schedules of the same encoder.
 """
-from typing import Optional, Sequence, Tuple, Union
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from mmaction.registry import MODELS
@@ -17,17 +17,24 @@ from ..merging.matching import clip_of_token, merge_source
 from ..merging.source import initial_source, source_to_assignment
 from .attention import ResidualBlock
 
-TokenState = Tuple[torch.Tensor, Optional[torch.Tensor]]
+
+class TokenState(NamedTuple):
+    """What one block hands the next.
+
+    ``tokens``: (batch * clips, T, C); ``sizes``: how many input patches each token stands
+    for, (batch * clips, T, 1), ``None`` until the first merge; ``source``: the optional
+    source map (see :mod:`~projects.tempme.merging.source`), carried through every
+    grouping and merge when present.
+    """
+
+    tokens: torch.Tensor
+    sizes: Optional[torch.Tensor] = None
+    source: Optional[torch.Tensor] = None
 
 
 class TempMeBlock(ResidualBlock):
-    """One vision block following its :class:`LayerPlan`.
-
-    The state passed between blocks is ``(x, size)``: tokens (batch * clips, T, C) and
-    how many input patches each token stands for (``None`` until the first merge).
-    A third element, a source map (see :mod:`~projects.tempme.merging.source`), is
-    optional: when present it follows every grouping and merge and is passed on.
-    """
+    """One vision block following its :class:`LayerPlan`, from one :class:`TokenState`
+    to the next."""
 
     def __init__(self, block: nn.Module, plan: LayerPlan, temporal_embedding: bool,
                  prop_attn: bool, temporal_init_std: float = 0.0) -> None:
@@ -50,8 +57,7 @@ class TempMeBlock(ResidualBlock):
         return (x.view(-1, *emb.shape) + emb.to(x.dtype)).view_as(x)
 
     def forward(self, state: TokenState) -> TokenState:
-        x, size = state[:2]
-        source = state[2] if len(state) > 2 else None
+        x, size, source = state
         plan = self.plan
         num_cls = plan.cls_out
         if plan.group > 1:
@@ -80,9 +86,7 @@ class TempMeBlock(ResidualBlock):
             x, size = merge_wavg(merge, x, _sizes(x, size))
             if source is not None:
                 source = merge_source(merge, source)
-        if source is not None:
-            return self.mlp_residual(x), size, source
-        return self.mlp_residual(x), size
+        return TokenState(self.mlp_residual(x), size, source)
 
 
 def _sizes(x: torch.Tensor, size: Optional[torch.Tensor]) -> torch.Tensor:
@@ -179,16 +183,17 @@ class TempMeViT(nn.Module):
             raise ValueError(f'video has {t} frames; the merge schedule was built for '
                              f'{self.num_frames}')
         x = self.embed_frames(video.flatten(0, 1))
-        state = (x, None)
+        source = None
         if track_source:
-            tokens = self.schedule.tokens_per_frame
-            state += (initial_source(b, t, tokens, device=x.device, dtype=x.dtype), )
+            source = initial_source(b, t, self.schedule.tokens_per_frame, device=x.device,
+                                    dtype=x.dtype)
+        state = TokenState(x, None, source)
         for block in self.blocks:
             state = block(state)
         last = self.schedule.layers[-1]
-        cls = state[0].view(b, last.clips_out, last.tokens_out, -1)[:, :, :last.cls_out]
+        cls = state.tokens.view(b, last.clips_out, last.tokens_out, -1)[:, :, :last.cls_out]
         features = self.ln_post(cls.reshape(b, t, -1)) @ self.proj
-        return features, state[2] if track_source else None
+        return features, state.source
 
 
 def _check_visual(visual: nn.Module) -> nn.Module:

@@ -1,6 +1,6 @@
 """Search your own videos: index maintenance and exact cosine ranking, free of any model."""
 from .manifest import VIDEO_EXTENSIONS, FileStat, UpdatePlan, plan_update, scan_videos
-from .ranking import normalize_rows, top_k
+from .similarity import normalize_rows, top_k
 from .store import IndexBusyError, IndexModelMismatch, VideoIndex
 
 __all__ = [

@@ -8,7 +8,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Dict, Iterable, List, Sequence
 
-VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.mov', '.webm')
+from ..datasets.annotation_tools import VIDEO_EXTENSIONS
 
 
 @dataclass(frozen=True)

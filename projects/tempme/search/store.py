@@ -22,7 +22,7 @@ import numpy as np
 
 from ..fileio import atomic_write
 from .manifest import FileStat
-from .ranking import normalize_rows, top_k
+from .similarity import normalize_rows, top_k
 
 FORMAT = 'tempme-video-index'
 VERSION = 1

@@ -11,11 +11,9 @@ CLIP4Clip's copies, ``ID.<ext>``, whatever the extension (``.mp4``, ``.mkv``, ..
 """
 import os
 import sys
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-from projects.tempme.datasets import annotation_tools as tools  # noqa: E402
+from projects.tempme.datasets import annotation_tools as tools
 
 SPLITS = {'activitynet_train.json': 'train.json', 'activitynet_val1.json': 'val_1.json'}
 

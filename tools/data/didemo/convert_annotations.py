@@ -16,11 +16,9 @@ transcoded to ``.mp4``).
 """
 import os
 import sys
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-from projects.tempme.datasets import annotation_tools as tools  # noqa: E402
+from projects.tempme.datasets import annotation_tools as tools
 
 SPLITS = {'didemo_train.json': 'train_data.json', 'didemo_val.json': 'val_data.json',
           'didemo_test.json': 'test_data.json'}

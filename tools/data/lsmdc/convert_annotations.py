@@ -13,11 +13,9 @@ as MPII distributes them; a flat folder or another extension is found as well.
 """
 import os
 import sys
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-from projects.tempme.datasets import annotation_tools as tools  # noqa: E402
+from projects.tempme.datasets import annotation_tools as tools
 
 SPLITS = {'lsmdc_train.json': 'LSMDC16_annos_training.csv',
           'lsmdc_val.json': 'LSMDC16_annos_val.csv',

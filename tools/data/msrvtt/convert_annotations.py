@@ -12,11 +12,9 @@ and ``MSRVTT_JSFUSION_test.csv`` (columns ``key,vid_key,video_id,sentence``). Wr
 """
 import os
 import sys
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-from projects.tempme.datasets import annotation_tools as tools  # noqa: E402
+from projects.tempme.datasets import annotation_tools as tools
 
 TRAIN_SPLITS = {'msrvtt_train_9k.json': 'MSRVTT_train.9k.csv',
                 'msrvtt_train_7k.json': 'MSRVTT_train.7k.csv'}

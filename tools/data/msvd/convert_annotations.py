@@ -12,11 +12,9 @@ or the same name with another extension.
 """
 import os
 import sys
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-from projects.tempme.datasets import annotation_tools as tools  # noqa: E402
+from projects.tempme.datasets import annotation_tools as tools
 
 CAPTIONS = 'raw-captions.pkl'
 SPLITS = {'msvd_train.json': 'train_list.txt', 'msvd_val.json': 'val_list.txt',

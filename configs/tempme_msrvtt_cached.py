@@ -1,0 +1,13 @@
+# TempMe on MSR-VTT read from a frame cache: each video's reference frames decoded once, as
+# decord gives them (bit-identical clips; RandAugment and the resize still run per item).
+#   python tools/data/cache_frames.py configs/tempme_msrvtt_cached.py --split all --workers 8
+_base_ = ['tempme_msrvtt.py']
+
+load_cached = dict(type='LoadCachedFrames', cache_root='data/msrvtt/frame_cache',
+                   clip_len=_base_.num_frames, frame_rate=1)
+# the reference pipelines with decord's three steps replaced by the cache
+train_pipeline = [load_cached] + _base_.train_pipeline[3:]
+test_pipeline = [load_cached] + _base_.test_pipeline[3:]
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+test_dataloader = val_dataloader

@@ -1,0 +1,239 @@
+"""Decoded frames stored once, read in place of the video: the reference protocol is fixed.
+
+TempMe decodes the same ``clip_len`` frames of a video in every epoch (the 1 fps grid rule
+has no randomness; RandAugment comes after decoding). A cache keeps those frames as they
+come out of decord, at the video's own resolution, so that RandAugment and the resize
+still run per item on exactly the pixels the video would give. Layout of a cache folder::
+
+    cache.json                  the frame rule (clip_len, frame_rate) and, per video, the
+                                source file's size and mtime, its frame indices and shape
+    <video>.npy                 uint8 (clip_len, H, W, 3), named by the annotation's key
+
+``tools/data/cache_frames.py`` writes it (resumable, one ``.npy`` per video written
+atomically); :class:`LoadCachedFrames` reads it and refuses, naming the file, a cache made
+for another frame rule, a video that is not in it, or a source that changed since.
+"""
+import json
+import os
+import os.path as osp
+import sys
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+from mmaction.registry import TRANSFORMS
+from mmcv.transforms import BaseTransform
+from tqdm import tqdm
+
+from ..fileio import atomic_write
+from .frame_sampling import grid_frame_indices
+
+CACHE_FORMAT = 'tempme-frame-cache'
+CACHE_VERSION = 1
+MANIFEST = 'cache.json'
+
+
+class FrameCacheError(RuntimeError):
+    """A frame cache that cannot serve this config or this video."""
+
+
+def source_fingerprint(path: str) -> Dict[str, int]:
+    """Size and modification time of a video: a changed file invalidates its frames."""
+    stat = os.stat(path)
+    return dict(size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+
+
+def cache_entry_path(cache_root: str, relative: str) -> str:
+    return osp.join(cache_root, relative + '.npy')
+
+
+def decode_reference_frames(path: str, clip_len: int, frame_rate: float):
+    """``(indices, frames uint8 (T, H, W, 3), fps, num_frames)`` as the pipeline decodes."""
+    import decord
+    reader = decord.VideoReader(path, num_threads=1)
+    fps, total = reader.get_avg_fps(), len(reader)
+    indices = grid_frame_indices(total, fps, clip_len, frame_rate)
+    frames = reader.get_batch(list(indices)).asnumpy()
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f'{path}: decodes to frames of shape {frames.shape}, not (T, H, W, 3)')
+    return indices, frames, fps, total
+
+
+def read_manifest(cache_root: str) -> dict:
+    path = osp.join(cache_root, MANIFEST)
+    if not osp.isfile(path):
+        raise FrameCacheError(f'no frame cache in {cache_root!r} (no {MANIFEST}); build it '
+                              'with tools/data/cache_frames.py CONFIG')
+    try:
+        with open(path, encoding='utf-8') as f:
+            manifest = json.load(f)
+    except ValueError as err:
+        raise FrameCacheError(f'{path}: unreadable ({err}); rebuild the cache') from None
+    if manifest.get('format') != CACHE_FORMAT or manifest.get('version') != CACHE_VERSION:
+        raise FrameCacheError(f'{path}: not a {CACHE_FORMAT} of version {CACHE_VERSION}')
+    return manifest
+
+
+# -- writing ---------------------------------------------------------------------------------
+def _cache_one(job: Tuple[str, str, str, int, float]) -> Tuple[str, Optional[dict], str]:
+    """Decode one video and write its frames; ``(key, manifest entry or None, error)``."""
+    key, path, cache_root, clip_len, frame_rate = job
+    try:
+        fingerprint = source_fingerprint(path)
+        indices, frames, fps, total = decode_reference_frames(path, clip_len, frame_rate)
+        target = cache_entry_path(cache_root, key)
+
+        def write(tmp: str) -> None:
+            with open(tmp, 'wb') as f:
+                np.save(f, np.ascontiguousarray(frames), allow_pickle=False)
+
+        atomic_write(target, write)
+        return key, dict(fingerprint, frames=[int(i) for i in indices], shape=list(frames.shape),
+                         fps=float(fps), num_frames=int(total)), ''
+    except Exception as err:  # noqa: BLE001 - reported by path, the others go on
+        return key, None, f'{type(err).__name__}: {err}'
+
+
+def _save_manifest(cache_root: str, settings: dict, entries: Dict[str, dict]) -> None:
+    """Write the manifest atomically: the frame rule and every cached video."""
+    manifest = dict(format=CACHE_FORMAT, version=CACHE_VERSION, clip_len=settings['clip_len'],
+                    frame_rate=settings['frame_rate'], decoder='decord', videos=entries)
+    text = json.dumps(manifest)
+    atomic_write(osp.join(cache_root, MANIFEST), lambda tmp: Path(tmp).write_text(text))
+
+
+def update_cache(cache_root: str, videos: Sequence[Tuple[str, str]], clip_len: int,
+                 frame_rate: float, workers: int = 1, save_every: int = 200,
+                 progress: bool = True) -> Dict[str, int]:
+    """Bring a frame cache up to date for ``(video key, source path)`` pairs.
+
+    Resumable: entries whose ``.npy`` exists and whose source is unchanged are kept; a
+    cache made for another frame rule is discarded. Returns counts (``videos``,
+    ``cached``, ``unchanged``, ``failed``, ``bytes``); failures are reported by path.
+    """
+    root = cache_root
+    settings = dict(clip_len=clip_len, frame_rate=frame_rate)
+    entries: Dict[str, dict] = {}
+    if osp.isfile(osp.join(root, MANIFEST)):
+        try:
+            manifest = read_manifest(root)
+        except FrameCacheError as err:
+            print(f'{err}: starting a new cache', file=sys.stderr)
+            manifest = {}
+        if (manifest.get('clip_len'), manifest.get('frame_rate')) == (
+                settings['clip_len'], settings['frame_rate']):
+            entries = manifest['videos']
+        elif manifest:
+            print(f'{root}: made for clip_len={manifest.get("clip_len")}, frame_rate='
+                  f'{manifest.get("frame_rate")}; re-caching for clip_len='
+                  f'{settings["clip_len"]}, frame_rate={settings["frame_rate"]}',
+                  file=sys.stderr)
+    todo = []
+    for key, path in videos:
+        entry = entries.get(key)
+        fresh = entry is not None and osp.isfile(cache_entry_path(root, key)) and \
+            osp.isfile(path) and (entry['size'], entry['mtime_ns']) == tuple(
+                source_fingerprint(path).values())
+        if not fresh:
+            entries.pop(key, None)
+            todo.append((key, path, root, settings['clip_len'], settings['frame_rate']))
+    os.makedirs(root, exist_ok=True)
+    stats = dict(videos=len(videos), cached=0, unchanged=len(videos) - len(todo), failed=0)
+    pool = get_context('spawn').Pool(workers) if workers > 1 else None
+    results = pool.imap_unordered(_cache_one, todo) if pool else map(_cache_one, todo)
+    since_save = 0
+    try:
+        for key, entry, error in tqdm(results, total=len(todo), unit='video', desc='caching',
+                                      disable=not progress, file=sys.stderr):
+            if entry is None:
+                stats['failed'] += 1
+                tqdm.write(f'skipped {dict(videos)[key]}: {error}', file=sys.stderr)
+                continue
+            entries[key] = entry
+            stats['cached'] += 1
+            since_save += 1
+            if since_save >= save_every:
+                _save_manifest(root, settings, entries)
+                since_save = 0
+    finally:
+        if pool:
+            pool.terminate()
+        _save_manifest(root, settings, entries)
+    stats['bytes'] = sum(int(np.prod(e['shape'])) for e in entries.values())
+    return stats
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+@TRANSFORMS.register_module()
+class LoadCachedFrames(BaseTransform):
+    """Read a video's reference frames from a frame cache (replaces DecordInit, the frame
+    sampler and DecordDecode; the rest of the pipeline is unchanged).
+
+    Entries are found by the annotation's video key (``results['video']``, set by
+    :class:`VideoTextRetrievalDataset`), so moving ``data_root`` does not orphan the cache.
+
+    Args:
+        cache_root: The cache folder (``tools/data/cache_frames.py`` writes it).
+        clip_len: Frames per clip; must be what the cache was built with.
+        frame_rate: Grid positions per second; must be what the cache was built with.
+        check_source: Refuse a video whose file changed (size or mtime) since caching.
+    """
+
+    def __init__(self, cache_root: str, clip_len: int = 12, frame_rate: float = 1.0,
+                 check_source: bool = True) -> None:
+        self.cache_root = cache_root
+        self.clip_len = clip_len
+        self.frame_rate = frame_rate
+        self.num_clips = 1
+        self.check_source = check_source
+        self._videos: Optional[Dict[str, dict]] = None
+
+    def _load_manifest(self) -> Dict[str, dict]:
+        manifest = read_manifest(self.cache_root)
+        rule = (manifest.get('clip_len'), manifest.get('frame_rate'))
+        if rule != (self.clip_len, self.frame_rate):
+            raise FrameCacheError(
+                f'the frame cache in {self.cache_root!r} holds clip_len={rule[0]}, '
+                f'frame_rate={rule[1]}, the config asks for clip_len={self.clip_len}, '
+                f'frame_rate={self.frame_rate}: rebuild it with tools/data/cache_frames.py')
+        return manifest['videos']
+
+    def transform(self, results: Dict) -> Dict:
+        if self._videos is None:
+            self._videos = self._load_manifest()
+        if 'video' not in results:
+            raise KeyError("LoadCachedFrames needs results['video'] (the annotation's video "
+                           'key, set by VideoTextRetrievalDataset)')
+        filename, relative = results['filename'], results['video']
+        entry = self._videos.get(relative)
+        if entry is None:
+            raise FrameCacheError(f'{filename} is not in the frame cache {self.cache_root!r}; '
+                                  'run tools/data/cache_frames.py for this split')
+        if self.check_source and osp.exists(filename):
+            now = source_fingerprint(filename)
+            if (now['size'], now['mtime_ns']) != (entry['size'], entry['mtime_ns']):
+                raise FrameCacheError(f'{filename} changed since it was cached; run '
+                                      'tools/data/cache_frames.py again')
+        path = cache_entry_path(self.cache_root, relative)
+        try:
+            frames = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise FrameCacheError(f'{path}: cannot read cached frames ({err}); run '
+                                  'tools/data/cache_frames.py again') from None
+        if frames.dtype != np.uint8 or frames.shape != tuple(entry['shape']):
+            raise FrameCacheError(f'{path}: holds {frames.dtype} {frames.shape}, the manifest '
+                                  f'says uint8 {tuple(entry["shape"])}; rebuild the cache')
+        results['imgs'] = list(frames)
+        results['frame_inds'] = np.asarray(entry['frames'])
+        results['total_frames'] = entry['num_frames']
+        results['avg_fps'] = entry['fps']
+        results['original_shape'] = results['img_shape'] = frames.shape[1:3]
+        results['clip_len'], results['num_clips'] = self.clip_len, 1
+        return results
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(cache_root={self.cache_root!r}, '
+                f'clip_len={self.clip_len}, frame_rate={self.frame_rate})')

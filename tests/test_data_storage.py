@@ -1,0 +1,204 @@
+"""Compressed videos, the frame cache and the data benchmark, on the fixture videos."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import decord
+import numpy as np
+import pytest
+import torch
+from mmaction.registry import TRANSFORMS
+
+from projects.tempme.datasets import FrameCacheError, LoadCachedFrames, grid_frame_indices
+from projects.tempme.datasets.frame_cache import read_manifest, update_cache
+from tools.analysis import check_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+VIDEOS = ROOT / 'tests/data/videos'
+NAMES = sorted(p.name for p in VIDEOS.glob('*.mp4'))
+ENV = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1')
+
+
+def _compress(src, dst, *args):
+    return subprocess.run([sys.executable, 'tools/data/compress_videos.py', str(src), str(dst),
+                           '--no-progress', *args], cwd=ROOT, env=ENV, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture(scope='module')
+def compressed(tmp_path_factory):
+    dst = tmp_path_factory.mktemp('compressed')
+    done = _compress(VIDEOS, dst)
+    assert done.returncode == 0, done.stderr
+    return dst
+
+
+def test_compressed_videos_keep_time_stems_and_sources(compressed):
+    expected = {'long_30fps_320x240.mp4': (48, (224, 298)),  # 16 s at 3 fps
+                'ntsc_29.97fps_240x320.mp4': (41, (298, 224)),  # 13.4 s, portrait
+                'short_25fps_176x144.mp4': (21, (144, 176))}  # 7 s, never upscaled
+    for name, (frames, size) in expected.items():
+        raw, small = decord.VideoReader(str(VIDEOS / name)), decord.VideoReader(
+            str(compressed / name))
+        assert (len(small), small[0].shape[:2], small.get_avg_fps()) == (frames, size, 3.0)
+        # with 12 or more seconds, the reference rule picks the same moments (to within a
+        # source frame); a shorter video is spread over all frames, which are 3 per second
+        # after compression: the moments then differ by up to about half a second
+        raw_times = grid_frame_indices(len(raw), raw.get_avg_fps(), 12) / raw.get_avg_fps()
+        small_times = grid_frame_indices(len(small), 3.0, 12) / 3.0
+        gap = np.abs(raw_times - small_times).max()
+        bound = 1 / 25 if len(raw) / raw.get_avg_fps() >= 12 else 0.5
+        assert gap <= bound + 1e-6, (name, raw_times, small_times)
+        assert (compressed / name).stat().st_size < (VIDEOS / name).stat().st_size / 2
+
+
+def test_compression_resumes_reports_bad_files_and_never_touches_sources(tmp_path):
+    src = tmp_path / 'src'
+    shutil.copytree(VIDEOS, src)
+    (src / 'nested').mkdir()
+    (src / 'nested' / 'broken.avi').write_bytes(b'not a video')
+    before = {p: p.stat().st_mtime_ns for p in src.rglob('*') if p.is_file()}
+    dst = tmp_path / 'dst'
+    (dst).mkdir()
+    (dst / '.short_25fps_176x144.mp4.abc.tmp.mp4').write_bytes(b'killed mid-write')
+    done = _compress(src, dst)
+    assert done.returncode == 1
+    assert f'failed {src / "nested" / "broken.avi"}' in done.stderr
+    assert '3 compressed, 0 already there, 1 failed' in done.stdout
+    assert sorted(p.name for p in dst.glob('*.mp4')) == NAMES  # the killed run's file is gone
+    assert {p: p.stat().st_mtime_ns for p in src.rglob('*') if p.is_file()} == before
+    again = _compress(src, dst)
+    assert '0 compressed, 3 already there, 1 failed' in again.stdout
+
+
+# -- the frame cache ------------------------------------------------------------------------
+@pytest.fixture
+def cache(tmp_path):
+    root = tmp_path / 'cache'
+    stats = update_cache(str(root), [(n, str(VIDEOS / n)) for n in NAMES], 12, 1.0,
+                         progress=False)
+    assert (stats['cached'], stats['failed']) == (3, 0)
+    return root
+
+
+def _decoded(name):
+    results = dict(filename=str(VIDEOS / name), start_index=0, modality='RGB')
+    for step in (dict(type='DecordInit'), dict(type='FpsGridSample', clip_len=12),
+                 dict(type='DecordDecode')):
+        results = TRANSFORMS.build(step)(results)
+    return results
+
+
+def test_cached_clips_are_bit_identical_to_decoding(cache):
+    load = LoadCachedFrames(str(cache), clip_len=12)
+    for name in NAMES:
+        cached = load(dict(filename=str(VIDEOS / name), video=name))
+        decoded = _decoded(name)
+        assert np.array_equal(np.stack(cached['imgs']), np.stack(decoded['imgs']))
+        assert cached['frame_inds'].tolist() == decoded['frame_inds'].tolist()
+        assert cached['imgs'][0].dtype == np.uint8
+
+
+def test_cache_resumes_and_follows_the_frame_rule(cache):
+    videos = [(n, str(VIDEOS / n)) for n in NAMES]
+    assert update_cache(str(cache), videos, 12, 1.0, progress=False)['unchanged'] == 3
+    stats = update_cache(str(cache), videos, 8, 1.0, progress=False)  # another rule
+    assert (stats['cached'], stats['unchanged']) == (3, 0)
+    assert read_manifest(str(cache))['clip_len'] == 8
+
+
+def test_cache_refuses_another_rule_a_missing_video_and_a_changed_source(cache, tmp_path):
+    with pytest.raises(FrameCacheError, match='clip_len=12, frame_rate=1.0, the config asks '
+                       'for clip_len=64'):
+        LoadCachedFrames(str(cache), clip_len=64)(dict(filename='x.mp4', video='x.mp4'))
+    load = LoadCachedFrames(str(cache), clip_len=12)
+    with pytest.raises(FrameCacheError, match='other.mp4 is not in the frame cache'):
+        load(dict(filename=str(tmp_path / 'other.mp4'), video='other.mp4'))
+    copy = tmp_path / 'videos'
+    shutil.copytree(VIDEOS, copy)
+    update_cache(str(cache), [(n, str(copy / n)) for n in NAMES], 12, 1.0, progress=False)
+    os.utime(copy / NAMES[0], ns=(1, 2))
+    with pytest.raises(FrameCacheError, match='changed since it was cached'):
+        load(dict(filename=str(copy / NAMES[0]), video=NAMES[0]))
+
+
+def test_cached_config_matches_the_published_loader(cache, tmp_path, capsys):
+    config = tmp_path / 'cached.py'
+    config.write_text(f"_base_ = ['{ROOT / 'configs/tempme_msrvtt_cached.py'}']\n"
+                      f"load_cached = dict(cache_root='{cache}')\n"
+                      'train_dataloader = dict(dataset=dict(pipeline=[dict(_base_.load_cached, '
+                      "**load_cached)] + _base_.train_pipeline[1:]))\n"
+                      'val_dataloader = dict(dataset=dict(pipeline=[dict(_base_.load_cached, '
+                      "**load_cached)] + _base_.test_pipeline[1:]))\n"
+                      'test_dataloader = val_dataloader\n')
+    code = check_pipeline.main([str(config), str(ROOT / 'tests/data/reference_pipeline.pt'),
+                                '--videos', str(VIDEOS), '--split', 'all'])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.count('same    0.000      0  ok') == 6
+
+
+# -- the tiny config trains and tests on each storage ----------------------------------------
+@pytest.mark.parametrize('storage', ['compressed', 'cache'])
+def test_tiny_config_trains_and_tests_on_each_storage(storage, data_root, tmp_path):
+    base = ROOT / 'configs/tempme_tiny.py'
+    if storage == 'compressed':
+        folder = tmp_path / 'compressed'
+        assert _compress(data_root / 'videos', folder).returncode == 0
+        body = f"video_prefix = dict(video='{folder}')\n" + ''.join(
+            f'{s}_dataloader = dict(dataset=dict(data_prefix=video_prefix))\n'
+            for s in ('train', 'val', 'test'))
+    else:
+        body = (f"load_cached = dict(type='LoadCachedFrames', cache_root='{tmp_path / 'cache'}',"
+                ' clip_len=12, frame_rate=1)\n'
+                'train_dataloader = dict(dataset=dict(pipeline=[load_cached] + '
+                '_base_.train_pipeline[3:]))\n' + ''.join(
+                    f'{s}_dataloader = dict(dataset=dict(pipeline=[load_cached] + '
+                    '_base_.test_pipeline[3:]))\n' for s in ('val', 'test')))
+    config = tmp_path / f'tiny_{storage}.py'
+    config.write_text(f"_base_ = ['{base}']\n" + body)
+    data = [f'{s}_dataloader.dataset.data_root={data_root}' for s in ('train', 'val', 'test')]
+    if storage == 'cache':
+        done = subprocess.run([sys.executable, 'tools/data/cache_frames.py', str(config),
+                               '--no-progress', '--cfg-options', *data], cwd=ROOT, env=ENV,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert '16 videos; 16 cached' in done.stdout
+    work = tmp_path / 'work'
+    done = subprocess.run([sys.executable, 'tools/train.py', str(config), '--work-dir',
+                           str(work), '--cfg-options', *data, 'train_cfg.max_epochs=1'],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = subprocess.run([sys.executable, 'tools/test.py', str(config), str(work / 'epoch_1.pth'),
+                           '--work-dir', str(work), '--out', str(work / 'metrics.json'),
+                           '--cfg-options', *data], cwd=ROOT, env=ENV, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert 'R_sum' in json.loads((work / 'metrics.json').read_text())
+
+
+def test_data_benchmark_reports_every_storage(tmp_path):
+    out = tmp_path / 'bench.json'
+    done = subprocess.run(
+        [sys.executable, 'tools/analysis/benchmark_data.py', '--num-videos', '3', '--config',
+         'configs/tempme_tiny.py', '--work-dir', str(tmp_path / 'work'), '--workers', '1',
+         '--prepare-workers', '1', '--encoder-batch', '2', '--encoder-rounds', '1', '--out',
+         str(out)], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert set(report['storages']) == {'raw', 'compressed', 'cache'}
+    for storage in report['storages'].values():
+        for key in ('videos_per_s_core_train', 'videos_per_s_core_test', 'pixel_mean_diff',
+                    'bytes_per_video', 'videos_per_s_loader'):
+            assert isinstance(storage[key], float) and storage[key] >= 0, key
+    cache, compressed = report['storages']['cache'], report['storages']['compressed']
+    assert cache['bit_identical'] and cache['pixel_mean_diff'] == 0.0
+    assert cache['feature_cosine_min'] == pytest.approx(1.0)
+    assert 0 < compressed['pixel_mean_diff'] < 20 and compressed['feature_cosine_min'] > 0.9
+    assert set(report['encoder_videos_per_s']) == {'plain', 'tempme'}
+    assert (tmp_path / 'bench.png').stat().st_size > 5000
+    assert '| cache |' in (tmp_path / 'bench.md').read_text()
+    assert torch.isfinite(torch.tensor(report['encoder_videos_per_s']['tempme']))

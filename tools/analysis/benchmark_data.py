@@ -1,0 +1,370 @@
+"""Measure data loading per storage (raw videos, compressed videos, frame cache) against the
+encoder it feeds.
+
+Without ``--videos`` it generates an MSR-VTT-like set (H.264, 320x240, 30 fps, 10-30 s of
+moving textured content), then prepares the compressed copy
+(``tools/data/compress_videos.py``) and the frame cache (``tools/data/cache_frames.py``) in
+``--work-dir`` and reports, for each storage:
+
+- videos/s of the config's train and test pipelines in one process (one core), with the
+  time split into decoding (or reading the cache), RandAugment and resizing;
+- videos/s of a DataLoader with ``--workers`` processes over the training pipeline;
+- the pixel difference of its test clips to the raw pipeline's (mean / max grey levels)
+  and the cosine of the video features through a random TempMe encoder;
+- bytes per video on disk;
+
+and next to them the encoder's own videos/s (plain CLIP and TempMe, inference, this
+device), so the table says which side bounds a run and how many loader cores one
+accelerator needs. Writes Markdown (stdout), JSON (``--out``) and a PNG chart.
+
+Example::
+
+    python tools/analysis/benchmark_data.py --out work_dirs/data_bench/results.json
+"""
+import argparse
+import copy
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from mmengine.config import Config
+
+import projects.tempme  # noqa: F401  (compatibility fixes + registration)
+from projects.tempme.datasets.frame_cache import update_cache
+from projects.tempme.fileio import atomic_write
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+STORAGES = ('raw', 'compressed', 'cache')
+#: Pipeline steps timed as decoding (or reading the cache), augmentation and resizing.
+STAGES = {'DecordInit': 'decode', 'FpsGridSample': 'decode', 'DecordDecode': 'decode',
+          'LoadCachedFrames': 'decode', 'ClipRandAugment': 'augment',
+          'PILResizeCenterCrop': 'resize'}
+
+
+# -- the generated set -------------------------------------------------------------------
+def generate_videos(folder: str, count: int, seed: int = 0, width: int = 320,
+                    height: int = 240, fps: int = 30) -> List[str]:
+    """``count`` H.264 clips of 10-30 s: a scrolling texture with moving shapes."""
+    import av
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    names = []
+    for i in range(count):
+        name = f'video{i}.mp4'
+        names.append(name)
+        path = osp.join(folder, name)
+        if osp.isfile(path):
+            continue
+        seconds = int(rng.integers(10, 31))
+        texture = rng.integers(0, 256, (height * 2, width * 2, 3), dtype=np.uint8)
+        texture = np.clip(texture.astype(np.int16) // 2 + rng.integers(0, 128, 3), 0, 255)
+        texture = texture.astype(np.uint8)
+        colour = rng.integers(0, 256, 3)
+        tmp = path + '.tmp.mp4'
+        with av.open(tmp, 'w') as container:
+            stream = container.add_stream('libx264', rate=fps)
+            stream.width, stream.height, stream.pix_fmt = width, height, 'yuv420p'
+            stream.options = {'preset': 'ultrafast', 'crf': '23'}
+            for k in range(seconds * fps):
+                dx, dy = (3 * k) % width, (2 * k) % height
+                frame = texture[dy:dy + height, dx:dx + width].copy()
+                x = int((width - 60) * (0.5 + 0.5 * np.sin(k / 20 + i)))
+                y = int((height - 60) * (0.5 + 0.5 * np.cos(k / 31 + i)))
+                frame[y:y + 60, x:x + 60] = colour
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format='rgb24')):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        os.replace(tmp, path)
+    return names
+
+
+# -- configs per storage ------------------------------------------------------------------
+def storage_datasets(cfg: Config, storage: str, folders: Dict[str, str], ann_file: str,
+                     cache_root: str) -> Dict[str, dict]:
+    """``{split: dataset config}`` of the config's pipelines on one storage."""
+    out = {}
+    for split in ('train', 'test'):
+        dataset = copy.deepcopy(cfg[f'{split}_dataloader'].dataset.to_dict())
+        pipeline = dataset['pipeline']
+        if storage == 'cache':
+            sampler = next(s for s in pipeline if s['type'] == 'FpsGridSample')
+            load = dict(type='LoadCachedFrames', cache_root=cache_root,
+                        clip_len=sampler['clip_len'], frame_rate=sampler['frame_rate'])
+            pipeline = [load] + [s for s in pipeline if s['type'] not in (
+                'DecordInit', 'FpsGridSample', 'DecordDecode')]
+        folder = folders['cache' if storage == 'cache' else storage]
+        dataset.update(data_root='', ann_file=ann_file, data_prefix=dict(video=folder),
+                       pipeline=pipeline, test_mode=split == 'test', check_videos=False)
+        out[split] = dataset
+    return out
+
+
+# -- measurements -------------------------------------------------------------------------
+def time_pipeline(dataset_cfg: dict, rounds: int = 1) -> dict:
+    """One process: videos/s over every video, time per stage, and the clips."""
+    from mmaction.registry import DATASETS
+    dataset = DATASETS.build(dict(dataset_cfg, lazy_init=True))
+    dataset.full_init()
+    transforms = dataset.pipeline.transforms
+    stages = dict(decode=0.0, augment=0.0, resize=0.0, other=0.0)
+    clips = {}
+    start = time.perf_counter()
+    for _ in range(rounds):
+        for idx in range(len(dataset)):
+            results = copy.deepcopy(dataset.get_data_info(idx))
+            for transform in transforms:
+                t0 = time.perf_counter()
+                results = transform(results)
+                stages[STAGES.get(type(transform).__name__, 'other')] += \
+                    time.perf_counter() - t0
+            clips[dataset.videos[results['data_samples'].video_index]] = \
+                results['inputs']['video']
+    elapsed = time.perf_counter() - start
+    n = rounds * len(dataset)
+    return dict(videos_per_s=n / elapsed,
+                ms_per_video={k: 1000 * v / n for k, v in stages.items()}, clips=clips)
+
+
+def loader_videos_per_s(dataset_cfg: dict, workers: int, batch_size: int = 8) -> float:
+    """videos/s of a DataLoader over the training pipeline (after its workers started)."""
+    from mmaction.registry import DATASETS
+    from mmengine.dataset import pseudo_collate
+    dataset = DATASETS.build(dataset_cfg)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                                         collate_fn=pseudo_collate, shuffle=False,
+                                         persistent_workers=workers > 0)
+    iterator = iter(loader)
+    next(iterator)  # workers started, first batch out
+    count, start = 0, time.perf_counter()
+    for batch in iterator:
+        count += len(batch['inputs'])
+    for batch in loader:  # a second pass, with the workers warm
+        count += len(batch['inputs'])
+    return count / (time.perf_counter() - start)
+
+
+def build_encoders(cfg: Config, device: torch.device) -> Dict[str, torch.nn.Module]:
+    """Random-weight TempMe and plain-CLIP retrievers of the config's geometry."""
+    from mmaction.registry import MODELS
+    models = {}
+    for name, overrides in (('plain', dict(merge_layers=(), clips_per_merge=(), imgme_r=0,
+                                           temporal_embedding=False)), ('tempme', {})):
+        model_cfg = copy.deepcopy(cfg.model.to_dict())
+        model_cfg['clip']['weights'] = None
+        model_cfg['video_encoder'].update(overrides)
+        model_cfg['lora'] = None
+        model_cfg['train_mode'] = 'full'
+        torch.manual_seed(0)
+        models[name] = MODELS.build(model_cfg).to(device).eval()
+    return models
+
+
+@torch.no_grad()
+def video_features(model: torch.nn.Module, clips: Sequence[torch.Tensor],
+                   device: torch.device) -> torch.Tensor:
+    preprocessor = model.data_preprocessor
+    feats = []
+    for clip in clips:
+        data = preprocessor(dict(inputs=dict(video=[clip.to(device)],
+                                             text=[torch.zeros(0, 1, dtype=torch.long)])))
+        feats.append(torch.nn.functional.normalize(
+            model.encode_video(data['inputs']['video']), dim=-1))
+    return torch.cat(feats)
+
+
+@torch.no_grad()
+def encoder_videos_per_s(model: torch.nn.Module, clip: torch.Tensor, device: torch.device,
+                         batch: int, rounds: int) -> float:
+    video = model.data_preprocessor(dict(inputs=dict(
+        video=[clip.to(device)] * batch, text=[torch.zeros(0, 1, dtype=torch.long)] * batch))
+    )['inputs']['video']
+    model.encode_video(video)  # warm-up
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(rounds):
+        model.encode_video(video)
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+    return rounds * batch / (time.perf_counter() - start)
+
+
+def folder_bytes(folder: str, names: Sequence[str], suffix: str = '') -> float:
+    sizes = [osp.getsize(osp.join(folder, n + suffix)) for n in names
+             if osp.isfile(osp.join(folder, n + suffix))]
+    return float(np.mean(sizes)) if sizes else float('nan')
+
+
+# -- report -------------------------------------------------------------------------------
+def markdown(report: dict) -> str:
+    raw = report['storages']['raw']
+    lines = [
+        f'device: {report["device"]}; {report["num_videos"]} videos; encoder batch '
+        f'{report["encoder_batch"]}; DataLoader with {report["workers"]} workers',
+        '',
+        '| storage | train videos/s/core | (x raw) | ms decode / augment / resize | test '
+        'videos/s/core | (x raw) | loader videos/s | mean / max pixel diff | feature cosine '
+        '| KB per video |',
+        '|---|---|---|---|---|---|---|---|---|---|',
+    ]
+    for name, s in report['storages'].items():
+        ms = s['train_ms_per_video']
+        lines.append(
+            f'| {name} | {s["videos_per_s_core_train"]:.1f} | '
+            f'{s["videos_per_s_core_train"] / raw["videos_per_s_core_train"]:.1f}x | '
+            f'{ms["decode"]:.1f} / {ms["augment"]:.1f} / {ms["resize"]:.1f} | '
+            f'{s["videos_per_s_core_test"]:.1f} | '
+            f'{s["videos_per_s_core_test"] / raw["videos_per_s_core_test"]:.1f}x | '
+            f'{s["videos_per_s_loader"]:.1f} | {s["pixel_mean_diff"]:.2f} / '
+            f'{s["pixel_max_diff"]} | {s["feature_cosine_min"]:.4f} | '
+            f'{s["bytes_per_video"] / 1024:.0f} |')
+    enc = report['encoder_videos_per_s']
+    lines += ['', f'encoder (inference, {report["device"]}): plain CLIP {enc["plain"]:.1f} '
+              f'videos/s, TempMe {enc["tempme"]:.1f} videos/s', '',
+              'loader cores one encoder needs (TempMe inference / test pipeline videos/s per '
+              'core): ' + ', '.join(
+                  f'{name} {enc["tempme"] / s["videos_per_s_core_test"]:.2f}'
+                  for name, s in report['storages'].items())]
+    return '\n'.join(lines)
+
+
+def plot(report: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    names = list(report['storages'])
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=120)
+    x = np.arange(len(names))
+    for offset, key, label in ((-0.2, 'videos_per_s_core_train', 'train pipeline'),
+                               (0.2, 'videos_per_s_core_test', 'test pipeline')):
+        values = [report['storages'][n][key] for n in names]
+        bars = ax.bar(x + offset, values, 0.4, label=label)
+        ax.bar_label(bars, fmt='%.0f', fontsize=7)
+    enc = report['encoder_videos_per_s']
+    for value, style, label in ((enc['tempme'], '--', 'TempMe encoder'),
+                                (enc['plain'], ':', 'plain CLIP encoder')):
+        ax.axhline(value, color='k', linestyle=style, linewidth=1,
+                   label=f'{label} ({report["device"].split(":")[0]})')
+    ax.set_xticks(x, names)
+    ax.set_yscale('log')
+    ax.set_ylabel('videos / s (one core; encoder: whole device)')
+    ax.set_title('Data loading per storage vs the encoder it feeds', fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> dict:
+    torch.set_num_threads(1)  # "per core": the pipelines are single-threaded
+    work = args.work_dir
+    cfg = Config.fromfile(args.config)
+    folders = dict(raw=args.videos or osp.join(work, 'raw'),
+                   compressed=osp.join(work, 'compressed'), cache=None)
+    if args.videos:
+        names = sorted(n for n in os.listdir(args.videos) if n.lower().endswith('.mp4'))
+        names = names[:args.num_videos] if args.num_videos else names
+    else:
+        print(f'generating {args.num_videos} videos in {folders["raw"]}', file=sys.stderr)
+        names = generate_videos(folders['raw'], args.num_videos, args.seed)
+    ann_file = osp.join(work, 'annotation.json')
+    os.makedirs(work, exist_ok=True)
+    Path(ann_file).write_text(json.dumps({n: [f'a video {i}'] for i, n in enumerate(names)}))
+    subprocess.run([sys.executable, osp.join(ROOT, 'tools/data/compress_videos.py'),
+                    folders['raw'], folders['compressed'], '--fps', str(args.fps),
+                    '--workers', str(args.prepare_workers), '--no-progress'], check=True)
+    folders['cache'] = folders['raw']  # the cache holds the raw videos' reference frames
+    cache_root = osp.join(work, 'cache')
+    datasets = {s: storage_datasets(cfg, s, folders, ann_file, cache_root) for s in STORAGES}
+    sampler = next(t for t in datasets['raw']['train']['pipeline']
+                   if t['type'] == 'FpsGridSample')
+    update_cache(cache_root, [(n, osp.join(folders['raw'], n)) for n in names],
+                 sampler['clip_len'], sampler['frame_rate'], args.prepare_workers,
+                 progress=False)
+
+    report = dict(device=str(args.device), num_videos=len(names), workers=args.workers,
+                  encoder_batch=args.encoder_batch, config=args.config, storages={})
+    clips = {}
+    for storage in STORAGES:
+        print(f'[{storage}] timing the train and test pipelines', file=sys.stderr)
+        train = time_pipeline(datasets[storage]['train'])
+        test = time_pipeline(datasets[storage]['test'])
+        clips[storage] = test['clips']
+        print(f'[{storage}] DataLoader with {args.workers} workers', file=sys.stderr)
+        loader = loader_videos_per_s(datasets[storage]['train'], args.workers)
+        bytes_per_video = (folder_bytes(cache_root, names, '.npy') if storage == 'cache'
+                           else folder_bytes(folders[storage], names))
+        report['storages'][storage] = dict(
+            videos_per_s_core_train=train['videos_per_s'],
+            videos_per_s_core_test=test['videos_per_s'],
+            train_ms_per_video=train['ms_per_video'], test_ms_per_video=test['ms_per_video'],
+            videos_per_s_loader=loader, bytes_per_video=bytes_per_video)
+
+    device = torch.device(args.device)
+    torch.set_num_threads(args.encoder_threads or os.cpu_count() or 1)
+    models = build_encoders(cfg, device)
+    raw_clips = [clips['raw'][n] for n in names]
+    raw_feats = video_features(models['tempme'], raw_clips, device)
+    for storage in STORAGES:
+        diffs = [(clips[storage][n].int() - clips['raw'][n].int()).abs() for n in names]
+        feats = video_features(models['tempme'], [clips[storage][n] for n in names], device)
+        cosine = (feats * raw_feats).sum(-1)
+        report['storages'][storage].update(
+            pixel_mean_diff=float(torch.stack([d.float().mean() for d in diffs]).mean()),
+            pixel_max_diff=int(max(int(d.max()) for d in diffs)),
+            feature_cosine_mean=float(cosine.mean()), feature_cosine_min=float(cosine.min()),
+            bit_identical=all(torch.equal(clips[storage][n], clips['raw'][n]) for n in names))
+    report['encoder_videos_per_s'] = {
+        name: encoder_videos_per_s(model, raw_clips[0], device, args.encoder_batch,
+                                   args.encoder_rounds) for name, model in models.items()}
+    return report
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog='\n\n'.join(__doc__.split('\n\n')[1:]))
+    parser.add_argument('--videos', help='folder of .mp4 videos to use instead of generating')
+    parser.add_argument('--num-videos', type=int, default=32,
+                        help='videos to generate (or to take from --videos)')
+    parser.add_argument('--config', default='configs/tempme_msrvtt.py',
+                        help='config whose pipelines and model are measured')
+    parser.add_argument('--work-dir', default='work_dirs/data_bench',
+                        help='where the generated, compressed and cached data go')
+    parser.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1),
+                        help='DataLoader workers (default: the config\'s 8, at most the '
+                        'CPU count)')
+    parser.add_argument('--prepare-workers', type=int, default=os.cpu_count() or 1,
+                        help='processes compressing and caching')
+    parser.add_argument('--fps', type=float, default=3, help='frame rate of the compressed copy')
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--encoder-batch', type=int, default=8)
+    parser.add_argument('--encoder-rounds', type=int, default=3)
+    parser.add_argument('--encoder-threads', type=int, help='torch threads for the encoder '
+                        '(default: every core)')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--out', help='JSON results (a PNG chart is written next to it)')
+    args = parser.parse_args(argv)
+    report = run(args)
+    print(markdown(report))
+    if args.out:
+        atomic_write(args.out, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
+        chart = osp.splitext(args.out)[0] + '.png'
+        plot(report, chart)
+        md = osp.splitext(args.out)[0] + '.md'
+        atomic_write(md, lambda tmp: Path(tmp).write_text(markdown(report) + '\n'))
+        print(f'results written to {args.out}, {md} and {chart}')
+    return report
+
+
+if __name__ == '__main__':
+    main()

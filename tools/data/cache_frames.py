@@ -1,0 +1,84 @@
+"""Decode each video's reference frames once, into the frame cache a config reads.
+
+The config's pipelines must start with ``LoadCachedFrames`` (for example
+``configs/tempme_msrvtt_cached.py``); its ``cache_root``, ``clip_len`` and ``frame_rate``
+say where and what to cache. The videos come from the config's datasets (annotation,
+``data_root``, ``data_prefix``). Resumable: finished videos whose source file is unchanged
+are skipped, each ``.npy`` is written to a temporary name and renamed, and the manifest is
+saved every ``--save-every`` videos. A cache made for another frame rule is discarded. A
+video that cannot be decoded is reported by path and does not stop the others.
+
+Example::
+
+    python tools/data/cache_frames.py configs/tempme_msrvtt_cached.py --split all --workers 4
+"""
+import argparse
+import os.path as osp
+import sys
+from typing import List, Tuple
+
+from mmengine.config import Config, DictAction
+
+import projects.tempme  # noqa: F401  (registration)
+from projects.tempme.datasets import load_video_captions
+from projects.tempme.datasets.frame_cache import update_cache
+
+SPLITS = ('train', 'val', 'test')
+
+
+def cache_settings(cfg: Config, splits: List[str]) -> Tuple[dict, List[Tuple[str, str]]]:
+    """The cache step's settings and ``(video key, source path)`` of every video to cache."""
+    settings, videos, seen = None, [], set()
+    for split in splits:
+        dataset = (cfg.get(f'{split}_dataloader') or {}).get('dataset')
+        if not dataset:
+            continue
+        steps = [s for s in dataset.pipeline if s['type'] == 'LoadCachedFrames']
+        if not steps:
+            raise SystemExit(f'error: the {split} pipeline of the config does not start with '
+                             'LoadCachedFrames; use a *_cached config')
+        step = dict(cache_root=steps[0]['cache_root'], clip_len=steps[0].get('clip_len', 12),
+                    frame_rate=steps[0].get('frame_rate', 1.0))
+        if settings not in (None, step):
+            raise SystemExit(f'error: the splits use different caches: {settings} vs {step}')
+        settings = step
+        root = dataset.get('data_root', '')
+        ann_file = osp.join(root, dataset.ann_file)
+        folder = osp.join(root, (dataset.get('data_prefix') or {}).get('video', ''))
+        for key in load_video_captions(ann_file):
+            if key not in seen:
+                seen.add(key)
+                videos.append((key, osp.join(folder, key)))
+    if settings is None:
+        raise SystemExit('error: the config has no dataloader for the requested splits')
+    return settings, videos
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('config', help='a config whose pipelines read LoadCachedFrames')
+    parser.add_argument('--split', choices=SPLITS + ('all', ), default='all',
+                        help='which datasets to cache (default: all)')
+    parser.add_argument('--workers', type=int, default=1, help='decoding processes')
+    parser.add_argument('--save-every', type=int, default=200,
+                        help='save the manifest after this many videos (resumable)')
+    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, e.g. train_dataloader.dataset.data_root=DIR')
+    args = parser.parse_args(argv)
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    splits = list(SPLITS) if args.split == 'all' else [args.split]
+    settings, videos = cache_settings(cfg, splits)
+    root = settings['cache_root']
+    stats = update_cache(root, videos, settings['clip_len'], settings['frame_rate'],
+                         args.workers, args.save_every, not args.no_progress)
+    print(f'frame cache {root}: {stats["videos"]} videos; {stats["cached"]} cached, '
+          f'{stats["unchanged"]} unchanged, {stats["failed"]} failed; '
+          f'{stats["bytes"] / 2**30:.2f} GiB of frames')
+    return 1 if stats['failed'] else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
