@@ -3,11 +3,15 @@
 #   python tools/data/cache_frames.py configs/tempme_msrvtt_cached.py --split all --workers 8
 _base_ = ['tempme_msrvtt.py']
 
+# training: frames as decoded (RandAugment and the resize run per item); evaluation: the
+# final 224 px clips (nothing random is left), so the resize step has nothing to do
 load_cached = dict(type='LoadCachedFrames', cache_root='data/msrvtt/frame_cache',
                    clip_len=_base_.num_frames, frame_rate=1)
+load_cached_eval = dict(load_cached, cache_root='data/msrvtt/frame_cache_eval',
+                        size=_base_.image_size)
 # the reference pipelines with decord's three steps replaced by the cache
 train_pipeline = [load_cached] + _base_.train_pipeline[3:]
-test_pipeline = [load_cached] + _base_.test_pipeline[3:]
+test_pipeline = [load_cached_eval] + _base_.test_pipeline[3:]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader

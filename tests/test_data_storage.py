@@ -13,7 +13,7 @@ import torch
 from mmaction.registry import TRANSFORMS
 
 from projects.tempme.datasets import FrameCacheError, LoadCachedFrames, grid_frame_indices
-from projects.tempme.datasets.frame_cache import read_manifest, update_cache
+from projects.tempme.datasets.frame_cache import cache_rule, read_manifest, update_cache
 from tools.analysis import check_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,7 +78,7 @@ def test_compression_resumes_reports_bad_files_and_never_touches_sources(tmp_pat
 @pytest.fixture
 def cache(tmp_path):
     root = tmp_path / 'cache'
-    stats = update_cache(str(root), [(n, str(VIDEOS / n)) for n in NAMES], 12, 1.0,
+    stats = update_cache(str(root), [(n, str(VIDEOS / n)) for n in NAMES], cache_rule(12, 1),
                          progress=False)
     assert (stats['cached'], stats['failed']) == (3, 0)
     return root
@@ -102,37 +102,55 @@ def test_cached_clips_are_bit_identical_to_decoding(cache):
         assert cached['imgs'][0].dtype == np.uint8
 
 
+def test_evaluation_cache_holds_the_final_clips_bit_for_bit(tmp_path):
+    root = tmp_path / 'eval_cache'
+    update_cache(str(root), [(n, str(VIDEOS / n)) for n in NAMES], cache_rule(12, 1, 224),
+                 progress=False)
+    load = LoadCachedFrames(str(root), clip_len=12, size=224)
+    resize = TRANSFORMS.build(dict(type='PILResizeCenterCrop', size=224))
+    for name in NAMES:
+        cached = resize(load(dict(filename=str(VIDEOS / name), video=name)))
+        decoded = resize(_decoded(name))
+        assert np.array_equal(np.stack(cached['imgs']), np.stack(decoded['imgs']))
+    with pytest.raises(FrameCacheError, match='size=224, the config asks for .*size=None'):
+        LoadCachedFrames(str(root), clip_len=12)(dict(filename='x', video=NAMES[0]))
+
+
 def test_cache_resumes_and_follows_the_frame_rule(cache):
     videos = [(n, str(VIDEOS / n)) for n in NAMES]
-    assert update_cache(str(cache), videos, 12, 1.0, progress=False)['unchanged'] == 3
-    stats = update_cache(str(cache), videos, 8, 1.0, progress=False)  # another rule
+    assert update_cache(str(cache), videos, cache_rule(12, 1), progress=False)['unchanged'] == 3
+    stats = update_cache(str(cache), videos, cache_rule(8, 1), progress=False)  # another rule
     assert (stats['cached'], stats['unchanged']) == (3, 0)
     assert read_manifest(str(cache))['clip_len'] == 8
 
 
 def test_cache_refuses_another_rule_a_missing_video_and_a_changed_source(cache, tmp_path):
-    with pytest.raises(FrameCacheError, match='clip_len=12, frame_rate=1.0, the config asks '
-                       'for clip_len=64'):
+    with pytest.raises(FrameCacheError, match='holds clip_len=12, frame_rate=1.0, size=None, '
+                       'the config asks for clip_len=64'):
         LoadCachedFrames(str(cache), clip_len=64)(dict(filename='x.mp4', video='x.mp4'))
     load = LoadCachedFrames(str(cache), clip_len=12)
     with pytest.raises(FrameCacheError, match='other.mp4 is not in the frame cache'):
         load(dict(filename=str(tmp_path / 'other.mp4'), video='other.mp4'))
     copy = tmp_path / 'videos'
     shutil.copytree(VIDEOS, copy)
-    update_cache(str(cache), [(n, str(copy / n)) for n in NAMES], 12, 1.0, progress=False)
+    update_cache(str(cache), [(n, str(copy / n)) for n in NAMES], cache_rule(12, 1),
+                 progress=False)
     os.utime(copy / NAMES[0], ns=(1, 2))
     with pytest.raises(FrameCacheError, match='changed since it was cached'):
         load(dict(filename=str(copy / NAMES[0]), video=NAMES[0]))
 
 
 def test_cached_config_matches_the_published_loader(cache, tmp_path, capsys):
+    """Training cache (frames as decoded) and evaluation cache (final 224 px clips)."""
+    evaluation = tmp_path / 'eval_cache'
+    update_cache(str(evaluation), [(n, str(VIDEOS / n)) for n in NAMES], cache_rule(12, 1, 224),
+                 progress=False)
     config = tmp_path / 'cached.py'
     config.write_text(f"_base_ = ['{ROOT / 'configs/tempme_msrvtt_cached.py'}']\n"
-                      f"load_cached = dict(cache_root='{cache}')\n"
                       'train_dataloader = dict(dataset=dict(pipeline=[dict(_base_.load_cached, '
-                      "**load_cached)] + _base_.train_pipeline[1:]))\n"
-                      'val_dataloader = dict(dataset=dict(pipeline=[dict(_base_.load_cached, '
-                      "**load_cached)] + _base_.test_pipeline[1:]))\n"
+                      f"cache_root='{cache}')] + _base_.train_pipeline[1:]))\n"
+                      'val_dataloader = dict(dataset=dict(pipeline=[dict(_base_.load_cached_eval, '
+                      f"cache_root='{evaluation}')] + _base_.test_pipeline[1:]))\n"
                       'test_dataloader = val_dataloader\n')
     code = check_pipeline.main([str(config), str(ROOT / 'tests/data/reference_pipeline.pt'),
                                 '--videos', str(VIDEOS), '--split', 'all'])
@@ -197,7 +215,9 @@ def test_data_benchmark_reports_every_storage(tmp_path):
     cache, compressed = report['storages']['cache'], report['storages']['compressed']
     assert cache['bit_identical'] and cache['pixel_mean_diff'] == 0.0
     assert cache['feature_cosine_min'] == pytest.approx(1.0)
-    assert 0 < compressed['pixel_mean_diff'] < 20 and compressed['feature_cosine_min'] > 0.9
+    # differences come from re-encoding and, for clips under 12 s, from moments up to half a
+    # second apart (the generated texture drifts a pixel per frame)
+    assert 0 < compressed['pixel_mean_diff'] < 60 and compressed['feature_cosine_min'] > 0.9
     assert set(report['encoder_videos_per_s']) == {'plain', 'tempme'}
     assert (tmp_path / 'bench.png').stat().st_size > 5000
     assert '| cache |' in (tmp_path / 'bench.md').read_text()

@@ -2,16 +2,18 @@
 encoder it feeds.
 
 Without ``--videos`` it generates an MSR-VTT-like set (H.264, 320x240, 30 fps, 10-30 s of
-moving textured content), then prepares the compressed copy
+a drifting smooth texture with moving shapes), then prepares the compressed copy
 (``tools/data/compress_videos.py``) and the frame cache (``tools/data/cache_frames.py``) in
 ``--work-dir`` and reports, for each storage:
 
 - videos/s of the config's train and test pipelines in one process (one core), with the
-  time split into decoding (or reading the cache), RandAugment and resizing;
+  time split into decoding (or reading the cache), RandAugment and resizing; the storages
+  are timed interleaved, video by video, over two rounds;
 - videos/s of a DataLoader with ``--workers`` processes over the training pipeline;
 - the pixel difference of its test clips to the raw pipeline's (mean / max grey levels)
   and the cosine of the video features through a random TempMe encoder;
-- bytes per video on disk;
+- bytes per video on disk (for the cache: the training cache, frames as decoded; the
+  evaluation cache holds the final clips, 12 x 224 x 224 x 3 bytes = 1.8 MB per video);
 
 and next to them the encoder's own videos/s (plain CLIP and TempMe, inference, this
 device), so the table says which side bounds a run and how many loader cores one
@@ -37,7 +39,7 @@ import torch
 from mmengine.config import Config
 
 import projects.tempme  # noqa: F401  (compatibility fixes + registration)
-from projects.tempme.datasets.frame_cache import update_cache
+from projects.tempme.datasets.frame_cache import cache_rule, update_cache
 from projects.tempme.fileio import atomic_write
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -52,8 +54,14 @@ STAGES = {'DecordInit': 'decode', 'FpsGridSample': 'decode', 'DecordDecode': 'de
 # -- the generated set -------------------------------------------------------------------
 def generate_videos(folder: str, count: int, seed: int = 0, width: int = 320,
                     height: int = 240, fps: int = 30) -> List[str]:
-    """``count`` H.264 clips of 10-30 s: a scrolling texture with moving shapes."""
+    """``count`` H.264 clips of 10-30 s: a drifting smooth texture with moving shapes.
+
+    The texture is smooth noise (random values on a 4-pixel grid, upsampled), so the files
+    have the bitrate of camera footage (about 0.25 Mbit/s, the order of MSR-VTT's 320x240
+    files) rather than that of pixel noise.
+    """
     import av
+    import cv2
     rng = np.random.default_rng(seed)
     os.makedirs(folder, exist_ok=True)
     names = []
@@ -64,21 +72,21 @@ def generate_videos(folder: str, count: int, seed: int = 0, width: int = 320,
         if osp.isfile(path):
             continue
         seconds = int(rng.integers(10, 31))
-        texture = rng.integers(0, 256, (height * 2, width * 2, 3), dtype=np.uint8)
-        texture = np.clip(texture.astype(np.int16) // 2 + rng.integers(0, 128, 3), 0, 255)
-        texture = texture.astype(np.uint8)
-        colour = rng.integers(0, 256, 3)
+        coarse = rng.integers(0, 256, (height // 4, width // 4, 3), dtype=np.uint8)
+        texture = cv2.resize(coarse, (width * 2, height * 2), interpolation=cv2.INTER_CUBIC)
+        colours = rng.integers(0, 256, (3, 3))
         tmp = path + '.tmp.mp4'
         with av.open(tmp, 'w') as container:
             stream = container.add_stream('libx264', rate=fps)
             stream.width, stream.height, stream.pix_fmt = width, height, 'yuv420p'
-            stream.options = {'preset': 'ultrafast', 'crf': '23'}
+            stream.options = {'preset': 'veryfast', 'crf': '23'}
             for k in range(seconds * fps):
-                dx, dy = (3 * k) % width, (2 * k) % height
+                dx, dy = k % width, (k // 2) % height
                 frame = texture[dy:dy + height, dx:dx + width].copy()
-                x = int((width - 60) * (0.5 + 0.5 * np.sin(k / 20 + i)))
-                y = int((height - 60) * (0.5 + 0.5 * np.cos(k / 31 + i)))
-                frame[y:y + 60, x:x + 60] = colour
+                for j, colour in enumerate(colours):
+                    x = int((width - 40) * (0.5 + 0.5 * np.sin(k / (20 + 7 * j) + i + j)))
+                    y = int((height - 40) * (0.5 + 0.5 * np.cos(k / (31 + 5 * j) + i)))
+                    cv2.circle(frame, (x + 20, y + 20), 18, tuple(int(c) for c in colour), -1)
                 for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format='rgb24')):
                     container.mux(packet)
             for packet in stream.encode():
@@ -96,9 +104,10 @@ def storage_datasets(cfg: Config, storage: str, folders: Dict[str, str], ann_fil
         dataset = copy.deepcopy(cfg[f'{split}_dataloader'].dataset.to_dict())
         pipeline = dataset['pipeline']
         if storage == 'cache':
-            sampler = next(s for s in pipeline if s['type'] == 'FpsGridSample')
-            load = dict(type='LoadCachedFrames', cache_root=cache_root,
-                        clip_len=sampler['clip_len'], frame_rate=sampler['frame_rate'])
+            # training: frames as decoded; evaluation: the final clips (configs/*_cached.py)
+            rule = cache_rule_of(cfg, split)
+            load = dict(type='LoadCachedFrames', cache_root=osp.join(cache_root, split),
+                        **rule)
             pipeline = [load] + [s for s in pipeline if s['type'] not in (
                 'DecordInit', 'FpsGridSample', 'DecordDecode')]
         folder = folders['cache' if storage == 'cache' else storage]
@@ -108,30 +117,46 @@ def storage_datasets(cfg: Config, storage: str, folders: Dict[str, str], ann_fil
     return out
 
 
+def cache_rule_of(cfg: Config, split: str) -> dict:
+    """The frame cache a split of the config would use (see configs/*_cached.py)."""
+    pipeline = cfg[f'{split}_dataloader'].dataset.pipeline
+    sampler = next(s for s in pipeline if s['type'] == 'FpsGridSample')
+    resize = [s['size'] for s in pipeline if s['type'] == 'PILResizeCenterCrop']
+    size = resize[0] if split == 'test' and resize else None
+    return cache_rule(sampler['clip_len'], sampler['frame_rate'], size)
+
+
 # -- measurements -------------------------------------------------------------------------
-def time_pipeline(dataset_cfg: dict, rounds: int = 1) -> dict:
-    """One process: videos/s over every video, time per stage, and the clips."""
+def time_pipelines(dataset_cfgs: Dict[str, dict], rounds: int = 2) -> Dict[str, dict]:
+    """One process per storage's pipeline, interleaved video by video (raw, compressed,
+    cache, raw, ...) so that a machine whose speed drifts affects every storage alike:
+    videos/s, time per stage, and the clips of the last round."""
     from mmaction.registry import DATASETS
-    dataset = DATASETS.build(dict(dataset_cfg, lazy_init=True))
-    dataset.full_init()
-    transforms = dataset.pipeline.transforms
-    stages = dict(decode=0.0, augment=0.0, resize=0.0, other=0.0)
-    clips = {}
-    start = time.perf_counter()
+    datasets = {}
+    for storage, cfg in dataset_cfgs.items():
+        datasets[storage] = DATASETS.build(dict(cfg, lazy_init=True))
+        datasets[storage].full_init()
+    stages = {s: dict(decode=0.0, augment=0.0, resize=0.0, other=0.0) for s in datasets}
+    elapsed = dict.fromkeys(datasets, 0.0)
+    clips: Dict[str, dict] = {s: {} for s in datasets}
+    count = len(next(iter(datasets.values())))
     for _ in range(rounds):
-        for idx in range(len(dataset)):
-            results = copy.deepcopy(dataset.get_data_info(idx))
-            for transform in transforms:
-                t0 = time.perf_counter()
-                results = transform(results)
-                stages[STAGES.get(type(transform).__name__, 'other')] += \
-                    time.perf_counter() - t0
-            clips[dataset.videos[results['data_samples'].video_index]] = \
-                results['inputs']['video']
-    elapsed = time.perf_counter() - start
-    n = rounds * len(dataset)
-    return dict(videos_per_s=n / elapsed,
-                ms_per_video={k: 1000 * v / n for k, v in stages.items()}, clips=clips)
+        for idx in range(count):
+            for storage, dataset in datasets.items():
+                results = copy.deepcopy(dataset.get_data_info(idx))
+                start = time.perf_counter()
+                for transform in dataset.pipeline.transforms:
+                    t0 = time.perf_counter()
+                    results = transform(results)
+                    stages[storage][STAGES.get(type(transform).__name__, 'other')] += \
+                        time.perf_counter() - t0
+                elapsed[storage] += time.perf_counter() - start
+                clips[storage][dataset.videos[results['data_samples'].video_index]] = \
+                    results['inputs']['video']
+    n = rounds * count
+    return {s: dict(videos_per_s=n / elapsed[s],
+                    ms_per_video={k: 1000 * v / n for k, v in stages[s].items()},
+                    clips=clips[s]) for s in datasets}
 
 
 def loader_videos_per_s(dataset_cfg: dict, workers: int, batch_size: int = 8) -> float:
@@ -285,24 +310,25 @@ def run(args: argparse.Namespace) -> dict:
     folders['cache'] = folders['raw']  # the cache holds the raw videos' reference frames
     cache_root = osp.join(work, 'cache')
     datasets = {s: storage_datasets(cfg, s, folders, ann_file, cache_root) for s in STORAGES}
-    sampler = next(t for t in datasets['raw']['train']['pipeline']
-                   if t['type'] == 'FpsGridSample')
-    update_cache(cache_root, [(n, osp.join(folders['raw'], n)) for n in names],
-                 sampler['clip_len'], sampler['frame_rate'], args.prepare_workers,
-                 progress=False)
+    for split in ('train', 'test'):
+        update_cache(osp.join(cache_root, split),
+                     [(n, osp.join(folders['raw'], n)) for n in names],
+                     cache_rule_of(cfg, split), args.prepare_workers, progress=False)
 
     report = dict(device=str(args.device), num_videos=len(names), workers=args.workers,
                   encoder_batch=args.encoder_batch, config=args.config, storages={})
     clips = {}
+    timed = {}
+    for split in ('train', 'test'):
+        print(f'timing the {split} pipelines, storages interleaved', file=sys.stderr)
+        timed[split] = time_pipelines({s: datasets[s][split] for s in STORAGES})
     for storage in STORAGES:
-        print(f'[{storage}] timing the train and test pipelines', file=sys.stderr)
-        train = time_pipeline(datasets[storage]['train'])
-        test = time_pipeline(datasets[storage]['test'])
+        train, test = timed['train'][storage], timed['test'][storage]
         clips[storage] = test['clips']
         print(f'[{storage}] DataLoader with {args.workers} workers', file=sys.stderr)
         loader = loader_videos_per_s(datasets[storage]['train'], args.workers)
-        bytes_per_video = (folder_bytes(cache_root, names, '.npy') if storage == 'cache'
-                           else folder_bytes(folders[storage], names))
+        bytes_per_video = (folder_bytes(osp.join(cache_root, 'train'), names, '.npy')
+                           if storage == 'cache' else folder_bytes(folders[storage], names))
         report['storages'][storage] = dict(
             videos_per_s_core_train=train['videos_per_s'],
             videos_per_s_core_test=test['videos_per_s'],

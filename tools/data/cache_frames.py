@@ -1,8 +1,9 @@
 """Decode each video's reference frames once, into the frame cache a config reads.
 
 The config's pipelines must start with ``LoadCachedFrames`` (for example
-``configs/tempme_msrvtt_cached.py``); its ``cache_root``, ``clip_len`` and ``frame_rate``
-say where and what to cache. The videos come from the config's datasets (annotation,
+``configs/tempme_msrvtt_cached.py``); its ``cache_root``, ``clip_len``, ``frame_rate`` and
+``size`` say where and what to cache (training: frames as decoded; evaluation: clips
+resized and cropped already). The videos come from the config's datasets (annotation,
 ``data_root``, ``data_prefix``). Resumable: finished videos whose source file is unchanged
 are skipped, each ``.npy`` is written to a temporary name and renamed, and the manifest is
 saved every ``--save-every`` videos. A cache made for another frame rule is discarded. A
@@ -15,20 +16,24 @@ Example::
 import argparse
 import os.path as osp
 import sys
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 from mmengine.config import Config, DictAction
 
 import projects.tempme  # noqa: F401  (registration)
 from projects.tempme.datasets import load_video_captions
-from projects.tempme.datasets.frame_cache import update_cache
+from projects.tempme.datasets.frame_cache import cache_rule, update_cache
 
 SPLITS = ('train', 'val', 'test')
 
 
-def cache_settings(cfg: Config, splits: List[str]) -> Tuple[dict, List[Tuple[str, str]]]:
-    """The cache step's settings and ``(video key, source path)`` of every video to cache."""
-    settings, videos, seen = None, [], set()
+def cache_jobs(cfg: Config, splits: List[str]) -> Dict[str, Tuple[dict, List[Tuple[str, str]]]]:
+    """``{cache folder: (rule, [(video key, source path), ...])}`` for the splits' caches.
+
+    Splits that share a cache folder must ask for the same rule (training caches hold frames
+    as decoded, evaluation caches may hold them resized: two folders).
+    """
+    jobs: Dict[str, Tuple[dict, List[Tuple[str, str]]]] = {}
     for split in splits:
         dataset = (cfg.get(f'{split}_dataloader') or {}).get('dataset')
         if not dataset:
@@ -37,21 +42,21 @@ def cache_settings(cfg: Config, splits: List[str]) -> Tuple[dict, List[Tuple[str
         if not steps:
             raise SystemExit(f'error: the {split} pipeline of the config does not start with '
                              'LoadCachedFrames; use a *_cached config')
-        step = dict(cache_root=steps[0]['cache_root'], clip_len=steps[0].get('clip_len', 12),
-                    frame_rate=steps[0].get('frame_rate', 1.0))
-        if settings not in (None, step):
-            raise SystemExit(f'error: the splits use different caches: {settings} vs {step}')
-        settings = step
+        step = steps[0]
+        rule = cache_rule(step.get('clip_len', 12), step.get('frame_rate', 1.0),
+                          step.get('size'))
+        held, videos = jobs.setdefault(step['cache_root'], (rule, []))
+        if held != rule:
+            raise SystemExit(f'error: {step["cache_root"]} is asked for {held} and {rule}')
         root = dataset.get('data_root', '')
         ann_file = osp.join(root, dataset.ann_file)
         folder = osp.join(root, (dataset.get('data_prefix') or {}).get('video', ''))
-        for key in load_video_captions(ann_file):
-            if key not in seen:
-                seen.add(key)
-                videos.append((key, osp.join(folder, key)))
-    if settings is None:
+        known = {key for key, _ in videos}
+        videos.extend((key, osp.join(folder, key)) for key in load_video_captions(ann_file)
+                      if key not in known)
+    if not jobs:
         raise SystemExit('error: the config has no dataloader for the requested splits')
-    return settings, videos
+    return jobs
 
 
 def main(argv=None) -> int:
@@ -70,14 +75,15 @@ def main(argv=None) -> int:
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     splits = list(SPLITS) if args.split == 'all' else [args.split]
-    settings, videos = cache_settings(cfg, splits)
-    root = settings['cache_root']
-    stats = update_cache(root, videos, settings['clip_len'], settings['frame_rate'],
-                         args.workers, args.save_every, not args.no_progress)
-    print(f'frame cache {root}: {stats["videos"]} videos; {stats["cached"]} cached, '
-          f'{stats["unchanged"]} unchanged, {stats["failed"]} failed; '
-          f'{stats["bytes"] / 2**30:.2f} GiB of frames')
-    return 1 if stats['failed'] else 0
+    failed = 0
+    for root, (rule, videos) in cache_jobs(cfg, splits).items():
+        stats = update_cache(root, videos, rule, args.workers, args.save_every,
+                             not args.no_progress)
+        print(f'frame cache {root}: {stats["videos"]} videos; {stats["cached"]} cached, '
+              f'{stats["unchanged"]} unchanged, {stats["failed"]} failed; '
+              f'{stats["bytes"] / 2**30:.2f} GiB of frames')
+        failed += stats['failed']
+    return 1 if failed else 0
 
 
 if __name__ == '__main__':

@@ -34,7 +34,7 @@ def output_size(width: int, height: int, short_side: int) -> Tuple[int, int]:
     return (max(2, int(round(width * scale / 2)) * 2), max(2, int(round(height * scale / 2)) * 2))
 
 
-def compress_video(src: str, dst: str, fps: Fraction, short_side: int, crf: int = 23) -> int:
+def compress_video(src: str, dst: str, fps: Fraction, short_side: int, crf: int = 30) -> int:
     """Write ``src`` re-encoded to ``dst`` (via a temporary file); returns frames written."""
     import av
 
@@ -55,8 +55,10 @@ def compress_video(src: str, dst: str, fps: Fraction, short_side: int, crf: int 
             out = target.add_stream('libx264', rate=fps)
             out.width, out.height, out.pix_fmt = width, height, 'yuv420p'
             keyint = str(max(1, round(float(fps))))
-            out.options = {'crf': str(crf), 'preset': 'veryfast', 'g': keyint,
-                           'keyint_min': keyint, 'sc_threshold': '0'}
+            # fastdecode (no CABAC, no deblocking): 2-2.5x faster to decode, measured with
+            # decord on 3 fps 224 px clips; a keyframe every second keeps seeking short
+            out.options = {'crf': str(crf), 'preset': 'veryfast', 'tune': 'fastdecode',
+                           'g': keyint, 'keyint_min': keyint, 'sc_threshold': '0'}
             out.codec_context.time_base = Fraction(1) / fps
 
             def emit(frame, until: float) -> None:
@@ -113,7 +115,7 @@ def _job(args: Tuple[str, str, str, Fraction, int, int]) -> Tuple[str, Optional[
 
 
 def compress_tree(src: str, dst: str, fps: float = 3, short_side: int = 224, workers: int = 1,
-                  crf: int = 23, progress: bool = True) -> dict:
+                  crf: int = 30, progress: bool = True) -> dict:
     """Compress every video of ``src`` not yet in ``dst``; returns counts and failures."""
     if osp.abspath(src) == osp.abspath(dst):
         raise ValueError('SRC and DST must differ: sources are never modified')
@@ -153,7 +155,8 @@ def main(argv=None) -> int:
     parser.add_argument('--fps', type=float, default=3, help='output frame rate (default 3)')
     parser.add_argument('--short-side', type=int, default=224,
                         help='output short side in pixels, never upscaled (default 224)')
-    parser.add_argument('--crf', type=int, default=23, help='x264 quality (lower: better)')
+    parser.add_argument('--crf', type=int, default=30,
+                        help='x264 quality, lower is better and larger (default 30)')
     parser.add_argument('--workers', type=int, default=1, help='encoding processes')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     args = parser.parse_args(argv)

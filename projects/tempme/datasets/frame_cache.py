@@ -1,11 +1,13 @@
 """Decoded frames stored once, read in place of the video: the reference protocol is fixed.
 
 TempMe decodes the same ``clip_len`` frames of a video in every epoch (the 1 fps grid rule
-has no randomness; RandAugment comes after decoding). A cache keeps those frames as they
-come out of decord, at the video's own resolution, so that RandAugment and the resize
-still run per item on exactly the pixels the video would give. Layout of a cache folder::
+has no randomness; RandAugment comes after decoding). A training cache keeps those frames
+as they come out of decord, at the video's own resolution, so that RandAugment and the
+resize still run per item on exactly the pixels the video would give. An evaluation clip
+has no randomness at all: a cache with ``size`` set keeps it resized and cropped already
+(the pipeline's resize then has nothing left to do). Layout of a cache folder::
 
-    cache.json                  the frame rule (clip_len, frame_rate) and, per video, the
+    cache.json                  the rule (clip_len, frame_rate, size) and, per video, the
                                 source file's size and mtime, its frame indices and shape
     <video>.npy                 uint8 (clip_len, H, W, 3), named by the annotation's key
 
@@ -28,6 +30,7 @@ from tqdm import tqdm
 
 from ..fileio import atomic_write
 from .frame_sampling import grid_frame_indices
+from .resize import resize_center_crop
 
 CACHE_FORMAT = 'tempme-frame-cache'
 CACHE_VERSION = 1
@@ -76,12 +79,15 @@ def read_manifest(cache_root: str) -> dict:
 
 
 # -- writing ---------------------------------------------------------------------------------
-def _cache_one(job: Tuple[str, str, str, int, float]) -> Tuple[str, Optional[dict], str]:
+def _cache_one(job: Tuple[str, str, str, dict]) -> Tuple[str, Optional[dict], str]:
     """Decode one video and write its frames; ``(key, manifest entry or None, error)``."""
-    key, path, cache_root, clip_len, frame_rate = job
+    key, path, cache_root, rule = job
     try:
         fingerprint = source_fingerprint(path)
-        indices, frames, fps, total = decode_reference_frames(path, clip_len, frame_rate)
+        indices, frames, fps, total = decode_reference_frames(path, rule['clip_len'],
+                                                              rule['frame_rate'])
+        if rule['size'] is not None:
+            frames = np.stack([resize_center_crop(f, rule['size']) for f in frames])
         target = cache_entry_path(cache_root, key)
 
         def write(tmp: str) -> None:
@@ -95,25 +101,36 @@ def _cache_one(job: Tuple[str, str, str, int, float]) -> Tuple[str, Optional[dic
         return key, None, f'{type(err).__name__}: {err}'
 
 
-def _save_manifest(cache_root: str, settings: dict, entries: Dict[str, dict]) -> None:
-    """Write the manifest atomically: the frame rule and every cached video."""
-    manifest = dict(format=CACHE_FORMAT, version=CACHE_VERSION, clip_len=settings['clip_len'],
-                    frame_rate=settings['frame_rate'], decoder='decord', videos=entries)
+def cache_rule(clip_len: int, frame_rate: float, size: Optional[int] = None) -> dict:
+    """What a cache holds: ``clip_len`` frames by the ``frame_rate`` grid rule, resized and
+    centre-cropped to ``size`` (evaluation) or as decoded (``None``: training)."""
+    return dict(clip_len=int(clip_len), frame_rate=float(frame_rate),
+                size=None if size is None else int(size))
+
+
+def _describe(rule: dict) -> str:
+    return ', '.join(f'{k}={v}' for k, v in rule.items())
+
+
+def _save_manifest(cache_root: str, rule: dict, entries: Dict[str, dict]) -> None:
+    """Write the manifest atomically: the rule and every cached video."""
+    manifest = dict(format=CACHE_FORMAT, version=CACHE_VERSION, **rule, decoder='decord',
+                    videos=entries)
     text = json.dumps(manifest)
     atomic_write(osp.join(cache_root, MANIFEST), lambda tmp: Path(tmp).write_text(text))
 
 
-def update_cache(cache_root: str, videos: Sequence[Tuple[str, str]], clip_len: int,
-                 frame_rate: float, workers: int = 1, save_every: int = 200,
+def update_cache(cache_root: str, videos: Sequence[Tuple[str, str]], rule: dict,
+                 workers: int = 1, save_every: int = 200,
                  progress: bool = True) -> Dict[str, int]:
     """Bring a frame cache up to date for ``(video key, source path)`` pairs.
 
-    Resumable: entries whose ``.npy`` exists and whose source is unchanged are kept; a
-    cache made for another frame rule is discarded. Returns counts (``videos``,
-    ``cached``, ``unchanged``, ``failed``, ``bytes``); failures are reported by path.
+    ``rule``: :func:`cache_rule`. Resumable: entries whose ``.npy`` exists and whose source
+    is unchanged are kept; a cache made for another rule is discarded. Returns counts
+    (``videos``, ``cached``, ``unchanged``, ``failed``, ``bytes``); failures are reported by
+    path.
     """
     root = cache_root
-    settings = dict(clip_len=clip_len, frame_rate=frame_rate)
     entries: Dict[str, dict] = {}
     if osp.isfile(osp.join(root, MANIFEST)):
         try:
@@ -121,13 +138,11 @@ def update_cache(cache_root: str, videos: Sequence[Tuple[str, str]], clip_len: i
         except FrameCacheError as err:
             print(f'{err}: starting a new cache', file=sys.stderr)
             manifest = {}
-        if (manifest.get('clip_len'), manifest.get('frame_rate')) == (
-                settings['clip_len'], settings['frame_rate']):
+        held = {key: manifest.get(key) for key in rule}
+        if held == rule:
             entries = manifest['videos']
         elif manifest:
-            print(f'{root}: made for clip_len={manifest.get("clip_len")}, frame_rate='
-                  f'{manifest.get("frame_rate")}; re-caching for clip_len='
-                  f'{settings["clip_len"]}, frame_rate={settings["frame_rate"]}',
+            print(f'{root}: made for {_describe(held)}; re-caching for {_describe(rule)}',
                   file=sys.stderr)
     todo = []
     for key, path in videos:
@@ -137,7 +152,7 @@ def update_cache(cache_root: str, videos: Sequence[Tuple[str, str]], clip_len: i
                 source_fingerprint(path).values())
         if not fresh:
             entries.pop(key, None)
-            todo.append((key, path, root, settings['clip_len'], settings['frame_rate']))
+            todo.append((key, path, root, rule))
     os.makedirs(root, exist_ok=True)
     stats = dict(videos=len(videos), cached=0, unchanged=len(videos) - len(todo), failed=0)
     pool = get_context('spawn').Pool(workers) if workers > 1 else None
@@ -154,12 +169,12 @@ def update_cache(cache_root: str, videos: Sequence[Tuple[str, str]], clip_len: i
             stats['cached'] += 1
             since_save += 1
             if since_save >= save_every:
-                _save_manifest(root, settings, entries)
+                _save_manifest(root, rule, entries)
                 since_save = 0
     finally:
         if pool:
             pool.terminate()
-        _save_manifest(root, settings, entries)
+        _save_manifest(root, rule, entries)
     stats['bytes'] = sum(int(np.prod(e['shape'])) for e in entries.values())
     return stats
 
@@ -179,26 +194,30 @@ class LoadCachedFrames(BaseTransform):
         cache_root: The cache folder (``tools/data/cache_frames.py`` writes it).
         clip_len: Frames per clip; must be what the cache was built with.
         frame_rate: Grid positions per second; must be what the cache was built with.
+        size: Frames stored already resized and centre-cropped to this size (evaluation
+            caches), or ``None`` for frames as decoded (training caches, which RandAugment
+            needs); must be what the cache was built with.
         check_source: Refuse a video whose file changed (size or mtime) since caching.
     """
 
     def __init__(self, cache_root: str, clip_len: int = 12, frame_rate: float = 1.0,
-                 check_source: bool = True) -> None:
+                 size: Optional[int] = None, check_source: bool = True) -> None:
         self.cache_root = cache_root
         self.clip_len = clip_len
         self.frame_rate = frame_rate
+        self.size = size
+        self.rule = cache_rule(clip_len, frame_rate, size)
         self.num_clips = 1
         self.check_source = check_source
         self._videos: Optional[Dict[str, dict]] = None
 
     def _load_manifest(self) -> Dict[str, dict]:
         manifest = read_manifest(self.cache_root)
-        rule = (manifest.get('clip_len'), manifest.get('frame_rate'))
-        if rule != (self.clip_len, self.frame_rate):
+        held = {key: manifest.get(key) for key in self.rule}
+        if held != self.rule:
             raise FrameCacheError(
-                f'the frame cache in {self.cache_root!r} holds clip_len={rule[0]}, '
-                f'frame_rate={rule[1]}, the config asks for clip_len={self.clip_len}, '
-                f'frame_rate={self.frame_rate}: rebuild it with tools/data/cache_frames.py')
+                f'the frame cache in {self.cache_root!r} holds {_describe(held)}, the config '
+                f'asks for {_describe(self.rule)}: rebuild it with tools/data/cache_frames.py')
         return manifest['videos']
 
     def transform(self, results: Dict) -> Dict:
@@ -236,4 +255,4 @@ class LoadCachedFrames(BaseTransform):
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(cache_root={self.cache_root!r}, '
-                f'clip_len={self.clip_len}, frame_rate={self.frame_rate})')
+                f'{_describe(self.rule)})')
