@@ -1,8 +1,8 @@
 # TempMe with a tiny randomly initialised CLIP (no weight file), for tests and smoke runs
 # on CPU. 12 frames of 112 px with 16 px patches keep ViT-B/32's 50 tokens per frame, so
-# the default merge schedule applies unchanged. Reads the synthetic benchmark that
-# `make demo` (or `python tools/data/make_synthetic.py`) writes to data/synthetic; point it
-# at any folder with
+# the default merge schedule applies unchanged. Reads a small synthetic set (3 seconds to
+# write: python tools/data/make_synthetic.py --out data/tiny --num-train 64 --num-val 16
+# --num-test 16); point it at any folder with
 #   --cfg-options train_dataloader.dataset.data_root=DIR \
 #                 train_dataloader.dataset.ann_file=train.json \
 #                 train_dataloader.dataset.data_prefix.video=videos   (same for val/test)
@@ -29,7 +29,7 @@ test_pipeline = [
     dict(t, size=image_size) if t['type'] == 'PILResizeCenterCrop' else t
     for t in _base_.test_pipeline]
 loader = dict(batch_size=4, num_workers=0, persistent_workers=False)
-data_root = 'data/synthetic'
+data_root = 'data/tiny'
 train_dataloader = dict(
     **loader,
     dataset=dict(ann_file='train.json', data_root=data_root, data_prefix=dict(video='videos'),
