@@ -86,6 +86,8 @@ class AtomicCheckpointHook(CheckpointHook):
         return stale
 
     def _save_checkpoint_with_step(self, runner, step, meta) -> None:
+        # Overrides a private CheckpointHook method (mmengine 0.10.x; setup.cfg pins < 0.11):
+        # the order of writing, pointing last_checkpoint and deleting is the whole fix.
         stale = self._rotate(runner, step)
         filename = self.filename_tmpl.format(step)
         self.last_ckpt = self.file_backend.join_path(self.out_dir, filename)
@@ -149,6 +151,8 @@ class AtomicCheckpointHook(CheckpointHook):
             self.best_ckpt_path_dict.update(paths)
 
     def _save_best_checkpoint(self, runner, metrics) -> None:
+        # Wraps a private CheckpointHook method (mmengine 0.10.x; setup.cfg pins < 0.11) so
+        # that the previous best is deleted only after the new one is written.
         if not self.save_best:
             return
         # Hide the previous best files from mmengine, which deletes them before it writes.

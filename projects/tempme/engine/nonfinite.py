@@ -104,7 +104,9 @@ class _NonFiniteGuard:
             self._window_has_grads = not self.should_update()
         else:
             self._reject('loss', _describe_value(loss))
-            self._inner_count += 1  # the micro-batch is consumed, as backward would count it
+            # the micro-batch is consumed, as backward would count it (OptimWrapper's private
+            # counter, mmengine 0.10.x; setup.cfg pins < 0.11)
+            self._inner_count += 1
             if self.should_update():
                 if self._window_has_grads:  # other micro-batches of this window were fine
                     self.step(**(step_kwargs or {}))
