@@ -342,7 +342,8 @@ def run(args: argparse.Namespace) -> dict:
     raw_feats = video_features(models['tempme'], raw_clips, device)
     for storage in STORAGES:
         diffs = [(clips[storage][n].int() - clips['raw'][n].int()).abs() for n in names]
-        feats = video_features(models['tempme'], [clips[storage][n] for n in names], device)
+        feats = raw_feats if storage == 'raw' else video_features(
+            models['tempme'], [clips[storage][n] for n in names], device)
         cosine = (feats * raw_feats).sum(-1)
         report['storages'][storage].update(
             pixel_mean_diff=float(torch.stack([d.float().mean() for d in diffs]).mean()),
