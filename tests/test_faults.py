@@ -26,8 +26,8 @@ from projects.tempme import checkpoint as ckpt
 from projects.tempme.engine import (AtomicCheckpointHook, AtomicLocalBackend,
                                     CheckpointMismatchError, NonFiniteLossError, PEFTCheckpointHook,
                                     StrictLoadHook, atomic_checkpoint)
-from projects.tempme.fileio import atomic_write
 from projects.tempme.models import TempMeRetriever
+from projects.tempme_deploy.fileio import atomic_write
 from tests.conftest import TINY_CLIP
 from tests.test_training import CONFIG, ROOT, _data_options, _run
 
@@ -196,7 +196,7 @@ def test_job_killed_while_saving_leaves_the_previous_checkpoint(tmp_path):
     path = tmp_path / 'epoch_1.pth'
     old = {'state_dict': {f'w{i}': torch.full((250_000, ), 1.0) for i in range(40)}}
     torch.save(old, path)
-    fileio = ROOT / 'projects' / 'tempme' / 'fileio.py'
+    fileio = ROOT / 'projects' / 'tempme_deploy' / 'fileio.py'
     proc = subprocess.Popen([sys.executable, '-c', _SLOW_SAVE, str(path), str(fileio)], cwd=ROOT,
                             env=_env(), stdout=subprocess.PIPE, text=True)
     try:

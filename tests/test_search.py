@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from projects.tempme.apis.inference import describe, encode_texts, init_retriever
-from projects.tempme.search import (FileStat, IndexBusyError, IndexModelMismatch, VideoIndex,
-                                    plan_update, scan_videos)
-from projects.tempme.search import store as store_module
-from projects.tempme.search import top_k
+from projects.tempme_deploy.search import (FileStat, IndexBusyError, IndexModelMismatch, VideoIndex,
+                                           plan_update, scan_videos)
+from projects.tempme_deploy.search import store as store_module
+from projects.tempme_deploy.search import top_k
 from tools import search as search_tool
 
 CONFIG = 'configs/tempme_tiny.py'

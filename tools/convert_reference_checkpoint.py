@@ -18,10 +18,10 @@ import sys
 import torch
 
 from projects.tempme.checkpoint import safe_load_checkpoint
-from projects.tempme.fileio import atomic_write
 from projects.tempme.models import TempMeRetriever
 from projects.tempme.reference import (convert_reference_state_dict, geometry_from_state_dict,
                                        reference_model_config)
+from projects.tempme_deploy.fileio import atomic_write
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -10,7 +10,7 @@ Examples::
     python tools/search.py query work_dirs/my_index "a dog catches a frisbee" --json
     python tools/search.py query work_dirs/my_index "a dog" --sheet hits.png
 
-The index (``projects/tempme/search``) keeps L2-normalised video embeddings and a JSON
+The index (``projects/tempme_deploy/search``) keeps L2-normalised video embeddings and a JSON
 manifest; a query is one matrix product over all of them (exact search).
 """
 import argparse
@@ -27,8 +27,8 @@ from tqdm import tqdm
 from projects.tempme.apis.inference import (LoadedRetriever, VideoReader, check_frames, describe,
                                             encode_texts, encode_videos, init_retriever)
 from projects.tempme.config_checks import check_data_fits_model
-from projects.tempme.search import (FileStat, IndexBusyError, IndexModelMismatch, VideoIndex,
-                                    plan_update, scan_videos)
+from projects.tempme_deploy.search import (FileStat, IndexBusyError, IndexModelMismatch, VideoIndex,
+                                           plan_update, scan_videos)
 
 
 # -- index --------------------------------------------------------------------------------

@@ -460,7 +460,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     report = run_benchmark(args, log=lambda msg: print(msg, flush=True))
     print(markdown(report))
     if args.out:
-        from projects.tempme.fileio import atomic_write
+        from projects.tempme_deploy.fileio import atomic_write
         atomic_write(args.out, lambda tmp: _dump(report, tmp))
         print(f'results written to {args.out}')
     chart = args.plot or (osp.splitext(args.out)[0] + '.png' if args.out else None)

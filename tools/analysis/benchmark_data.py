@@ -40,7 +40,7 @@ from mmengine.config import Config
 
 import projects.tempme  # noqa: F401  (compatibility fixes + registration)
 from projects.tempme.datasets.frame_cache import cache_rule, update_cache
-from projects.tempme.fileio import atomic_write
+from projects.tempme_deploy.fileio import atomic_write
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 

@@ -35,7 +35,7 @@ from mmengine.config import Config, DictAction
 import projects.tempme  # noqa: F401  (compatibility fixes + registration)
 from projects.tempme.apis.inference import TEXT_TRANSFORMS
 from projects.tempme.config_checks import model_input_geometry
-from projects.tempme.search import VIDEO_EXTENSIONS
+from projects.tempme_deploy.search import VIDEO_EXTENSIONS
 
 #: Steps left out of the training pipeline for the comparison: they draw at random.
 RANDOM_TRANSFORMS = ('ClipRandAugment', )

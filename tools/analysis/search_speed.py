@@ -1,6 +1,6 @@
 """How long exact search takes as an index grows: one text query against N embeddings.
 
-Times :func:`projects.tempme.search.top_k` (a matrix-vector product plus a partial
+Times :func:`projects.tempme_deploy.search.top_k` (a matrix-vector product plus a partial
 sort) on random L2-normalised float32 embeddings, and loading the embeddings file from
 disk (warm page cache). The model that encodes the query is not included.
 
@@ -17,7 +17,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from projects.tempme.search import normalize_rows, top_k
+from projects.tempme_deploy.search import normalize_rows, top_k
 
 
 def _median_seconds(fn, repeats: int) -> float:

@@ -13,8 +13,7 @@ one per split; everything else lives here, so every dataset behaves the same way
 * malformed inputs fail with the file and the entry (:class:`ConversionError`);
 * pickled caption files are read without executing anything (:func:`load_pickle_safely`).
 
-Pure standard library, no mmengine. :data:`VIDEO_EXTENSIONS` is the project's one list
-of video file extensions (the search index and the compression tool use it too).
+Pure standard library, no mmengine.
 """
 import argparse
 import csv
@@ -28,9 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import (Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, TextIO,
                     Tuple)
 
-#: Video extensions, in the order preferred when one video exists in several formats.
-VIDEO_EXTENSIONS = ('.mp4', '.webm', '.mkv', '.avi', '.mov', '.m4v', '.mpg', '.mpeg',
-                    '.3gp', '.3g2', '.wmv', '.flv', '.ogv', '.mts', '.m2ts')
+from ...tempme_deploy.video_files import VIDEO_EXTENSIONS
 
 
 class ConversionError(ValueError):

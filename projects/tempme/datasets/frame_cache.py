@@ -28,7 +28,7 @@ from mmaction.registry import TRANSFORMS
 from mmcv.transforms import BaseTransform
 from tqdm import tqdm
 
-from ..fileio import atomic_write
+from ...tempme_deploy.fileio import atomic_write
 from .frame_sampling import grid_frame_indices
 from .resize import resize_center_crop
 

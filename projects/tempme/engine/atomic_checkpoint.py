@@ -7,7 +7,8 @@ on, or no complete checkpoint at all. :class:`AtomicCheckpointHook` orders the s
 that every moment leaves a loadable state:
 
 1. the checkpoint is written to a temporary file in the same folder and renamed over the
-   final name (the ``atomic_local`` file backend, :func:`projects.tempme.fileio.atomic_write`);
+   final name (the ``atomic_local`` file backend,
+   :func:`projects.tempme_deploy.fileio.atomic_write`);
 2. ``last_checkpoint`` is replaced, atomically too, only once that file is complete;
 3. checkpoints beyond ``max_keep_ckpts`` are deleted last, and so is the previous
    ``best_*.pth`` (mmengine deletes it before it writes the new best);
@@ -25,7 +26,7 @@ from mmengine.dist import broadcast_object_list, is_main_process
 from mmengine.fileio import LocalBackend, register_backend
 from mmengine.hooks import CheckpointHook
 
-from ..fileio import atomic_write
+from ...tempme_deploy.fileio import atomic_write
 
 __all__ = ['ATOMIC_BACKEND', 'AtomicLocalBackend', 'AtomicCheckpointHook']
 

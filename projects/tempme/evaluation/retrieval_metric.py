@@ -20,7 +20,7 @@ from mmaction.registry import METRICS
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger
 
-from ..fileio import atomic_write
+from ...tempme_deploy.fileio import atomic_write
 from .ranking import RECALL_AT, dual_softmax, retrieval_metrics
 
 _REQUIRED = ('video_feat', 'text_feats', 'video_index')
