@@ -20,7 +20,7 @@ from mmengine.logging import MMLogger
 from projects.tempme.datasets import (AnnotationError, VideoCheckError, VideoLoadError,
                                       VideoTextRetrievalDataset, caption_token_count, probe_video,
                                       probe_videos, truncated_captions)
-from projects.tempme.datasets.transforms import _clip_tokenizer
+from projects.tempme.datasets.transforms import clip_tokenizer
 from projects.tempme.datasets.video_check import resolve_video_path, shard, unshard
 from projects.tempme.evaluation import RetrievalMetric
 from tests.conftest import video_text_pipeline
@@ -544,7 +544,7 @@ def test_token_count_matches_the_tokenizer() -> None:
     captions = ["a man's car isn't red.", 'café &amp; crème brûlée', 'ﬁne ligature',
                 'hello,world!!  multiple   spaces', '日本語のテキスト です', 'emoji 🎉🎉 party',
                 'tab\tand\nnewline', "don't stop-believing (1999)", LONG]
-    tokenizer = _clip_tokenizer()
+    tokenizer = clip_tokenizer()
     assert [caption_token_count(c) for c in captions] == [
         len(tokenizer.encode(c)) for c in captions]
     assert caption_token_count(LONG) == 40

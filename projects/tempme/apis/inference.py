@@ -181,12 +181,12 @@ def encode_videos(loaded: LoadedRetriever, videos: Sequence[torch.Tensor]) -> to
 @torch.no_grad()
 def encode_texts(loaded: LoadedRetriever, texts: Sequence[str]) -> torch.Tensor:
     """L2-normalised text embeddings (N, D), tokenised as in training."""
-    context = _context_length(loaded.cfg)
+    context = caption_context_length(loaded.cfg)
     tokens = tokenize_captions(list(texts), context).to(next(loaded.model.parameters()).device)
     return F.normalize(loaded.model.encode_text(tokens), dim=-1)
 
 
-def _context_length(cfg: Config) -> int:
+def caption_context_length(cfg: Config) -> int:
     """Caption length of the config's tokenizer step (32, TempMe's, if it has none)."""
     pipeline = (cfg.get('test_dataloader') or {}).get('dataset', {}).get('pipeline') or []
     for step in pipeline:

@@ -23,14 +23,14 @@ from open_clip.tokenizer import SimpleTokenizer
 
 
 @lru_cache(maxsize=None)
-def _clip_tokenizer() -> SimpleTokenizer:
+def clip_tokenizer() -> SimpleTokenizer:
     """One shared BPE tokenizer: its vocabulary ships with open_clip and takes ~1 s to load."""
     return SimpleTokenizer(context_length=None)
 
 
 @lru_cache(maxsize=1 << 17)
 def _word_token_count(word: str) -> int:
-    return len(_clip_tokenizer().encode(word))
+    return len(clip_tokenizer().encode(word))
 
 
 def caption_token_count(caption: str) -> int:
@@ -82,7 +82,7 @@ class OpenCLIPTokenize(BaseTransform):
                 f'got {captions!r}')
         for i in truncated_captions(captions, self.context_length):
             self._note_truncation(captions[i])
-        results['text'] = _clip_tokenizer()(list(captions), context_length=self.context_length)
+        results['text'] = clip_tokenizer()(list(captions), context_length=self.context_length)
         return results
 
     def _note_truncation(self, caption: str) -> None:
