@@ -11,7 +11,7 @@ $(PY):
 
 # Re-install only when the package metadata changes.
 $(STAMP): setup.cfg pyproject.toml | $(PY)
-	$(PIP) install -e ".[tests]"
+	$(PIP) install -e ".[tests,deploy]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -99,14 +99,8 @@ def bipartite_soft_matching(metric: torch.Tensor, r: int, num_cls: int) -> Token
         return TokenMerge(t)
     src_sel, dst_sel = _split_slices(num_cls)
     with torch.no_grad():
-        patches = metric[:, num_cls:]
-        src, dst = patches[:, src_sel], patches[:, dst_sel]
-        num_src = src.shape[1]
-        if r > num_src:
-            raise ValueError(f'cannot merge {r} tokens: only {num_src} source tokens')
-        # cosine similarity, normalising the small score matrix instead of the tokens
-        scores = src @ dst.transpose(-1, -2)
-        scores = scores / (src.norm(dim=-1)[..., None] * dst.norm(dim=-1)[:, None, :])
+        scores = _match_scores(metric, r, num_cls)
+        num_src = scores.shape[1]
         best_score, best_dst = scores.max(dim=-1)
         order = best_score.argsort(dim=-1, descending=True)
         positions = torch.arange(t, device=metric.device)
@@ -116,6 +110,46 @@ def bipartite_soft_matching(metric: torch.Tensor, r: int, num_cls: int) -> Token
         merged = order[:, :r]
         moved_to = num_cls + num_src - r + best_dst.gather(1, merged)
     return TokenMerge(t, keep, src_pos[merged], moved_to)
+
+
+def _match_scores(metric: torch.Tensor, r: int, num_cls: int) -> torch.Tensor:
+    """(N, sources, destinations) cosine similarities of the bipartite split."""
+    src_sel, dst_sel = _split_slices(num_cls)
+    patches = metric[:, num_cls:]
+    src, dst = patches[:, src_sel], patches[:, dst_sel]
+    if r > src.shape[1]:
+        raise ValueError(f'cannot merge {r} tokens: only {src.shape[1]} source tokens')
+    # cosine similarity, normalising the small score matrix instead of the tokens
+    scores = src @ dst.transpose(-1, -2)
+    return scores / (src.norm(dim=-1)[..., None] * dst.norm(dim=-1)[:, None, :])
+
+
+@torch.no_grad()
+def decision_margins(metric: torch.Tensor, r: int, num_cls: int) -> torch.Tensor:
+    """How far each sequence's matching decision is from flipping, as a score gap.
+
+    A merge changes when two scores it compares swap: the ``r``-th and ``(r+1)``-th best
+    source scores (which sources merge), or a merged source's best and second-best
+    destination (where it goes). Returns the smallest such gap per sequence, (N,);
+    ``inf`` where nothing can flip. Two runtimes that compute the scores with different
+    float rounding can only disagree on a sequence whose margin is within that noise.
+    """
+    n = metric.shape[0]
+    inf = torch.full((n,), float('inf'), device=metric.device)
+    if r <= 0:
+        return inf
+    scores = _match_scores(metric.to(torch.promote_types(metric.dtype, torch.float32)), r,
+                           num_cls)
+    ranked = scores.max(dim=-1).values.sort(dim=-1, descending=True)
+    margin = inf
+    if r < scores.shape[1]:
+        margin = ranked.values[:, r - 1] - ranked.values[:, r]
+    if scores.shape[2] > 1:
+        top2 = scores.topk(2, dim=-1).values
+        merged = ranked.indices[:, :r]
+        dst_gap = (top2[..., 0] - top2[..., 1]).gather(1, merged)
+        margin = torch.minimum(margin, dst_gap.min(dim=1).values)
+    return margin
 
 
 def merge_wavg(merge: TokenMerge, x: torch.Tensor,

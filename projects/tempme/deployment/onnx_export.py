@@ -1,0 +1,210 @@
+"""Export a retriever's video and text encoders to ONNX and prove them in ONNX Runtime.
+
+An export folder holds everything a search service needs and nothing of the training
+stack::
+
+    video_encoder.onnx   uint8 frames (batch, T, 3, H, W) -> embeddings (batch, D)
+    text_encoder.onnx    int64 tokens (batch, L) -> embeddings (batch, D)
+    tokenizer.json       CLIP's BPE for ``tokenizers`` (projects.tempme_deploy.tokenizer)
+    deploy.json          shapes, normalisation, tokenizer settings, schedule, test
+                         pipeline, the model's fingerprint, file hashes, parity report
+
+Both graphs come from ``torch.onnx.export(dynamo=True)`` with a dynamic batch; LoRA is
+folded into the weights and the head's pooling and the final L2 normalisation are in
+the graph. Every export is run in ONNX Runtime against PyTorch on the same inputs
+(:mod:`.parity`); a failed check raises and leaves an existing export untouched
+(files are written to a scratch folder and moved in, ``deploy.json`` last).
+"""
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from ...tempme_deploy.tokenizer import clip_tokenizer_json
+from ..apis.inference import (LoadedRetriever, caption_context_length, expected_frames_shape,
+                              model_fingerprint, video_pipeline_config)
+from .embedders import TextEmbedder, VideoEmbedder, deployable_model
+from .parity import compare_embeddings, merge_margins
+
+FORMAT = 'tempme-onnx-export'
+VERSION = 1
+VIDEO_FILE, TEXT_FILE, TOKENIZER_FILE, INFO_FILE = (
+    'video_encoder.onnx', 'text_encoder.onnx', 'tokenizer.json', 'deploy.json')
+#: Captions the text export is checked on (lengths from one word to truncation).
+CHECK_CAPTIONS = ('a dog catches a frisbee', 'Two people are cooking pasta in a kitchen.',
+                  'x', 'a man talks about cars ' * 5)
+
+
+class ExportParityError(RuntimeError):
+    """An exported graph does not compute what the PyTorch model computes."""
+
+
+def export_onnx(loaded: LoadedRetriever, out_dir: str, check_batch: int = 8, seed: int = 0,
+                log: Callable[[str], None] = print) -> Dict:
+    """Export ``loaded`` into ``out_dir`` and check it; returns the ``deploy.json`` data.
+
+    Args:
+        check_batch: random videos compared (at this batch and one at batch 1).
+        seed: seed of the check inputs.
+    """
+    import onnxruntime as ort
+    model = deployable_model(loaded.model).cpu().float()
+    frames_shape = expected_frames_shape(loaded)
+    context = caption_context_length(loaded.cfg)
+    info = _describe(loaded, model, frames_shape, context)
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix='.export-', dir=parent)
+    try:
+        generator = torch.Generator().manual_seed(seed)
+        videos = torch.randint(0, 256, (check_batch, *frames_shape), generator=generator,
+                               dtype=torch.uint8)
+        video_module = VideoEmbedder(model).eval()
+        log(f'exporting the video encoder: frames {tuple(frames_shape)}, dynamic batch')
+        _export(video_module, videos[:2], os.path.join(scratch, VIDEO_FILE), 'frames',
+                'video_embedding')
+        tokens = _tokens(CHECK_CAPTIONS, context)
+        log(f'exporting the text encoder: {context} tokens, dynamic batch')
+        _export(TextEmbedder(model).eval(), tokens[:2], os.path.join(scratch, TEXT_FILE),
+                'tokens', 'text_embedding')
+        with open(os.path.join(scratch, TOKENIZER_FILE), 'w') as f:
+            f.write(_tokenizer_json())
+
+        log('checking both graphs in ONNX Runtime against PyTorch')
+        video_session = ort.InferenceSession(os.path.join(scratch, VIDEO_FILE),
+                                             providers=['CPUExecutionProvider'])
+        text_session = ort.InferenceSession(os.path.join(scratch, TEXT_FILE),
+                                            providers=['CPUExecutionProvider'])
+        info['parity'] = check_exports(model, video_module, video_session, text_session,
+                                       videos, tokens)
+        for name in (VIDEO_FILE, TEXT_FILE, TOKENIZER_FILE):
+            info['files'][name] = _sha256(os.path.join(scratch, name))
+        with open(os.path.join(scratch, INFO_FILE), 'w') as f:
+            json.dump(info, f, indent=1)
+        os.makedirs(out_dir, exist_ok=True)
+        for name in (VIDEO_FILE, TEXT_FILE, TOKENIZER_FILE, INFO_FILE):
+            os.replace(os.path.join(scratch, name), os.path.join(out_dir, name))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return info
+
+
+def check_exports(model: torch.nn.Module, video_module: VideoEmbedder, video_session,
+                  text_session, videos: torch.Tensor, tokens: torch.Tensor) -> Dict:
+    """Compare both sessions with PyTorch; raises :class:`ExportParityError`."""
+    with torch.no_grad():
+        reference = video_module(videos).numpy()
+        normalised = (videos.float() - video_module.pixel_mean) / video_module.pixel_std
+    margins, layers = merge_margins(model.video_encoder, normalised)
+    batched = video_session.run(None, {'frames': videos.numpy()})[0]
+    single = video_session.run(None, {'frames': videos[:1].numpy()})[0]
+    rows = compare_embeddings(reference, batched, margins, layers)
+    single_rows = compare_embeddings(reference[:1], single, margins[:1], layers[:1])
+    rows += single_rows
+    with torch.no_grad():
+        text_reference = TextEmbedder(model)(tokens).numpy()
+    text_out = text_session.run(None, {'tokens': tokens.numpy()})[0]
+    text_rows = compare_embeddings(text_reference, text_out)
+    report = dict(
+        video=dict(batch=len(videos), max_abs_diff=max(r.max_abs_diff for r in rows),
+                   min_cosine=min(r.cosine for r in rows),
+                   flips=[dict(video=r.index, at=r.flip, cosine=r.cosine,
+                               max_abs_diff=r.max_abs_diff) for r in rows if r.flip]),
+        text=dict(batch=len(tokens), max_abs_diff=max(r.max_abs_diff for r in text_rows)))
+    failed = [_describe_failure(r, kind) for kind, group in (
+        ('video', rows[:len(videos)]), ('video alone', single_rows), ('text', text_rows))
+        for r in group if not r.ok]
+    if failed:
+        raise ExportParityError('the ONNX export differs from PyTorch:\n' + '\n'.join(failed))
+    return report
+
+
+def _describe_failure(row, kind: str) -> str:
+    line = (f'  {kind} {row.index}: max abs diff {row.max_abs_diff:.3g}, cosine '
+            f'{row.cosine:.6f}')
+    if row.flip:
+        return line + f' (merge within float noise at {row.flip}, but cosine < 0.9999)'
+    if np.isfinite(row.margin):
+        return line + (f' (closest merge decision: {row.margin_layer}, margin '
+                       f'{row.margin:.2e}: not a flip)')
+    return line
+
+
+def _export(module: torch.nn.Module, example: torch.Tensor, path: str, name: str,
+            output: str) -> None:
+    batch = torch.export.Dim('batch', min=1, max=4096)
+    program = torch.onnx.export(module, (example,), dynamo=True, input_names=[name],
+                                output_names=[output], dynamic_shapes={name: {0: batch}},
+                                external_data=False, verbose=False)
+    program.save(path)
+
+
+def _tokens(captions, context: int) -> torch.Tensor:
+    from ..datasets.transforms import tokenize_captions
+    return tokenize_captions(list(captions), context)
+
+
+def _tokenizer_json() -> str:
+    from ..datasets.transforms import clip_tokenizer
+    tokenizer = clip_tokenizer()
+    return clip_tokenizer_json(tokenizer.encoder, list(tokenizer.bpe_ranks))
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _describe(loaded: LoadedRetriever, model: torch.nn.Module, frames_shape, context) -> Dict:
+    encoder = model.video_encoder
+    schedule = encoder.schedule
+    preprocessor = model.data_preprocessor
+    dim = model.text_encoder.text_projection.shape[-1] if isinstance(
+        model.text_encoder.text_projection, torch.Tensor) else \
+        model.text_encoder.text_projection.out_features
+    return dict(
+        format=FORMAT, version=VERSION,
+        video=dict(file=VIDEO_FILE, input='frames', dtype='uint8',
+                   shape=['batch', *frames_shape],
+                   layout='RGB frames of the test pipeline (video_pipeline), channels first',
+                   mean=preprocessor.mean.flatten().tolist(),
+                   std=preprocessor.std.flatten().tolist(),
+                   normalisation='inside the graph: (frames - mean) / std',
+                   output='video_embedding', dim=int(dim)),
+        text=dict(file=TEXT_FILE, input='tokens', dtype='int64', shape=['batch', context],
+                  output='text_embedding', dim=int(dim)),
+        tokenizer=dict(file=TOKENIZER_FILE, context_length=context, cleaning='open_clip lower',
+                       truncation='cut, last token replaced by end-of-text'),
+        schedule=dict(num_frames=schedule.num_frames,
+                      tokens_per_frame=schedule.tokens_per_frame,
+                      tokens_per_layer=schedule.tokens_per_video()),
+        video_pipeline=video_pipeline_config(loaded.cfg),
+        model=dict(config=loaded.config_path, checkpoint=os.path.abspath(loaded.checkpoint)
+                   if loaded.checkpoint else None, weights=loaded.weights,
+                   fingerprint=model_fingerprint(loaded),
+                   video_encoder=_plain(loaded.cfg.model.video_encoder)),
+        resolved_config=json.loads(json.dumps(loaded.cfg.to_dict())),
+        files={})
+
+
+def _plain(cfg) -> Dict:
+    return json.loads(json.dumps(cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg)))
+
+
+def load_export_info(out_dir: str) -> Optional[Dict]:
+    path = os.path.join(out_dir, INFO_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+__all__: List[str] = ['export_onnx', 'check_exports', 'ExportParityError', 'load_export_info']

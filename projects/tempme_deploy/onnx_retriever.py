@@ -1,0 +1,107 @@
+"""An exported retriever in ONNX Runtime: texts and frames in, embeddings out.
+
+Reads an export folder written by ``tools/deployment/export_onnx.py``
+(:mod:`projects.tempme.deployment.onnx_export`); needs numpy, onnxruntime and tokenizers
+only. Each graph is checked against the SHA-256 recorded at export time before it is
+loaded, so a truncated or swapped file fails with its name.
+"""
+import hashlib
+import json
+import os
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+
+from .tokenizer import ClipTokenizer
+
+FORMAT = 'tempme-onnx-export'
+INFO_FILE = 'deploy.json'
+
+
+class ExportFormatError(ValueError):
+    """An export folder that cannot be used as it is."""
+
+
+def read_export_info(export_dir: str) -> Dict:
+    """``deploy.json`` of an export folder, checked for format and version."""
+    path = os.path.join(export_dir, INFO_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'no ONNX export in {export_dir!r} (no {INFO_FILE}); write one '
+                                'with `python tools/deployment/export_onnx.py CONFIG --out DIR`')
+    try:
+        with open(path, encoding='utf-8') as f:
+            info = json.load(f)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ExportFormatError(f'{path}: not readable JSON ({err})') from None
+    if not isinstance(info, dict) or info.get('format') != FORMAT or info.get('version') != 1:
+        raise ExportFormatError(f'{path}: not a {FORMAT} file of version 1')
+    return info
+
+
+def _checked_path(export_dir: str, info: Dict, name: str) -> str:
+    path = os.path.join(export_dir, name)
+    if os.path.basename(name) != name or not os.path.isfile(path):
+        raise FileNotFoundError(f'{path}: named by {INFO_FILE} but missing')
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    if digest.hexdigest() != info.get('files', {}).get(name):
+        raise ExportFormatError(f'{path}: its SHA-256 differs from the one recorded at export; '
+                                'the file was changed or truncated, export again')
+    return path
+
+
+class OnnxRetriever:
+    """The video and text encoders of an export, in ONNX Runtime sessions.
+
+    Args:
+        export_dir: an export folder.
+        threads: intra-op threads per session (ONNX Runtime's default: all cores).
+        load_video: also load the video graph (a query service needs only the text one).
+    """
+
+    def __init__(self, export_dir: str, threads: Optional[int] = None,
+                 load_video: bool = True) -> None:
+        import onnxruntime as ort
+        self.export_dir = export_dir
+        self.info = read_export_info(export_dir)
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+
+        def session(name):
+            return ort.InferenceSession(_checked_path(export_dir, self.info, name), options,
+                                        providers=['CPUExecutionProvider'])
+
+        self.text_session = session(self.info['text']['file'])
+        self.video_session = session(self.info['video']['file']) if load_video else None
+        with open(_checked_path(export_dir, self.info, self.info['tokenizer']['file']),
+                  encoding='utf-8') as f:
+            self.tokenizer = ClipTokenizer(f.read(), self.info['tokenizer']['context_length'])
+
+    @property
+    def fingerprint(self) -> str:
+        """The fingerprint of the PyTorch model exported (as a video index records it)."""
+        return self.info['model']['fingerprint']
+
+    @property
+    def frames_shape(self) -> tuple:
+        """(T, 3, H, W) of one video."""
+        return tuple(self.info['video']['shape'][1:])
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """L2-normalised (N, D) float32 embeddings, tokenised as in training."""
+        tokens = self.tokenizer(list(texts))
+        return self.text_session.run(None, {'tokens': tokens})[0]
+
+    def encode_videos(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 (B, T, 3, H, W) frames of the test pipeline -> (B, D) embeddings."""
+        if self.video_session is None:
+            raise RuntimeError('this OnnxRetriever was loaded without its video graph')
+        frames = np.asarray(frames)
+        if frames.ndim != 5 or tuple(frames.shape[1:]) != self.frames_shape or \
+                frames.dtype != np.uint8:
+            raise ValueError(f'frames of shape {frames.shape} ({frames.dtype}); the export takes '
+                             f'uint8 (batch, {", ".join(map(str, self.frames_shape))})')
+        return self.video_session.run(None, {'frames': frames})[0]

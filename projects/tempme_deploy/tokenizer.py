@@ -1,0 +1,74 @@
+"""CLIP's tokenizer without torch: open_clip's vocabulary and rules on ``tokenizers``.
+
+open_clip's ``SimpleTokenizer`` imports torch and returns tensors, which a query service
+should not need. :func:`clip_tokenizer_json` turns its vocabulary and merges into a
+``tokenizers`` BPE model (byte-level, ``</w>`` word ends, CLIP's split pattern) at
+export time; :class:`ClipTokenizer` applies open_clip's text cleaning (ftfy, HTML
+unescaping, whitespace, lower case) and the training pipeline's row layout
+(``[SOT, tokens, EOT, 0...]``, a long caption cut with EOT as its last token). The
+ids equal ``OpenCLIPTokenize``'s (tested on a caption corpus).
+"""
+import html
+import json
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+#: open_clip's word split (its special tokens are matched first, as there).
+SPLIT_PATTERN = (r"<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|"
+                 r"[^\s\p{L}\p{N}]+")
+SOT, EOT = '<start_of_text>', '<end_of_text>'
+
+
+def clip_tokenizer_json(vocab: Dict[str, int], merges: Sequence[Tuple[str, str]]) -> str:
+    """A ``tokenizers`` JSON for CLIP's BPE given its vocabulary and ranked merges."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+
+    tokenizer = Tokenizer(models.BPE(vocab=dict(vocab), merges=[tuple(m) for m in merges],
+                                     end_of_word_suffix='</w>', fuse_unk=False))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior='removed', invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    # open_clip maps these strings to their ids wherever they appear in a text
+    tokenizer.add_special_tokens([SOT, EOT])
+    return tokenizer.to_str()
+
+
+def clean_text(text: str) -> str:
+    """open_clip's ``lower`` cleaning: ftfy, HTML entities, one space, lower case."""
+    import ftfy
+    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+    return ' '.join(text.split()).lower()
+
+
+class ClipTokenizer:
+    """Captions -> int64 (N, context_length) ids, as the training pipeline makes them.
+
+    Args:
+        tokenizer_json: the text of :func:`clip_tokenizer_json` (``tokenizer.json`` of an
+            export).
+        context_length: tokens per row, SOT and EOT included.
+    """
+
+    def __init__(self, tokenizer_json: str, context_length: int) -> None:
+        from tokenizers import Tokenizer
+        if context_length < 2:
+            raise ValueError(f'context_length must be >= 2 (SOT and EOT), got {context_length}')
+        self._tokenizer = Tokenizer.from_str(tokenizer_json)
+        vocab = json.loads(tokenizer_json)['model']['vocab']
+        self.sot, self.eot = vocab[SOT], vocab[EOT]
+        self.context_length = context_length
+
+    def encode(self, texts: Sequence[str]) -> List[List[int]]:
+        """Token ids of each text, without SOT/EOT."""
+        cleaned = [clean_text(t) for t in texts]
+        return [e.ids for e in self._tokenizer.encode_batch(cleaned, add_special_tokens=False)]
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        if isinstance(texts, str):
+            texts = [texts]
+        rows = np.zeros((len(texts), self.context_length), dtype=np.int64)
+        for i, ids in enumerate(self.encode(texts)):
+            ids = [self.sot] + ids[:self.context_length - 2] + [self.eot]
+            rows[i, :len(ids)] = ids
+        return rows
