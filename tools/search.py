@@ -5,10 +5,13 @@ Examples::
     # encode every video under ~/videos (again only new or changed files on later runs)
     python tools/search.py index ~/videos --config configs/tempme_msrvtt.py \
         --checkpoint work_dirs/tempme_msrvtt/best.pth --index work_dirs/my_index
+    # or encode with an ONNX export (tools/deployment/export_onnx.py) in ONNX Runtime
+    python tools/search.py index ~/videos --onnx work_dirs/tempme_onnx --index work_dirs/my_index
     # the 10 best matches, as text, JSON, or a contact sheet
     python tools/search.py query work_dirs/my_index "a dog catches a frisbee" --top-k 10
     python tools/search.py query work_dirs/my_index "a dog catches a frisbee" --json
     python tools/search.py query work_dirs/my_index "a dog" --sheet hits.png
+    python tools/search.py query work_dirs/my_index "a dog" --onnx work_dirs/tempme_onnx
 
 The index (``projects/tempme_deploy/search``) keeps L2-normalised video embeddings and a JSON
 manifest; a query is one matrix product over all of them (exact search).
@@ -17,7 +20,8 @@ import argparse
 import json
 import os
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -25,19 +29,61 @@ from mmengine.config import Config, DictAction
 from tqdm import tqdm
 
 from projects.tempme.apis.inference import (LoadedRetriever, VideoReader, check_frames, describe,
-                                            encode_texts, encode_videos, init_retriever)
+                                            encode_texts, encode_videos, expected_frames_shape,
+                                            init_retriever)
 from projects.tempme.config_checks import check_data_fits_model
+from projects.tempme_deploy.onnx_retriever import ExportFormatError, OnnxRetriever
 from projects.tempme_deploy.search import (FileStat, IndexBusyError, IndexModelMismatch, VideoIndex,
                                            plan_update, scan_videos)
 
 
 # -- index --------------------------------------------------------------------------------
+@dataclass
+class IndexEncoder:
+    """What an index update needs of a model, with either backend."""
+
+    reader: VideoReader              # file -> uint8 (T, 3, H, W) frames, the test pipeline
+    frames_shape: Tuple[int, ...]    # (T, 3, H, W) the model takes
+    encode: Callable[[List[torch.Tensor]], np.ndarray]  # frames -> (B, D) embeddings
+    model: Dict                      # what the index records (fingerprint decides mixing)
+
+
+def torch_encoder(config: str, checkpoint: Optional[str], cfg_options: Optional[dict],
+                  device: str) -> IndexEncoder:
+    loaded = init_retriever(config, checkpoint, device=device, cfg_options=cfg_options)
+    check_data_fits_model(loaded.cfg)
+    model = dict(describe(loaded), cfg_options=cfg_options or {},
+                 resolved_config=frozen_config(loaded.cfg))
+
+    def encode(frames: List[torch.Tensor]) -> np.ndarray:
+        feats = encode_videos(loaded, [f.to(device) for f in frames])
+        return feats.float().cpu().numpy()
+
+    return IndexEncoder(VideoReader(loaded.cfg), expected_frames_shape(loaded), encode, model)
+
+
+def onnx_encoder(export_dir: str) -> IndexEncoder:
+    """The video graph of an ONNX export; frames are read with the pipeline it records."""
+    retriever = OnnxRetriever(export_dir)
+    info = retriever.info
+    reader = VideoReader(Config(dict(test_pipeline=info['video_pipeline'])))
+    model = dict(config=info['model']['config'], checkpoint=info['model']['checkpoint'],
+                 weights=f'ONNX export {os.path.abspath(export_dir)} of '
+                 f'{info["model"]["weights"]}', fingerprint=retriever.fingerprint,
+                 cfg_options={}, resolved_config=info['resolved_config'])
+
+    def encode(frames: List[torch.Tensor]) -> np.ndarray:
+        return retriever.encode_videos(torch.stack(frames).numpy())
+
+    return IndexEncoder(reader, retriever.frames_shape, encode, model)
+
+
 class _DecodedVideos(torch.utils.data.Dataset):
     """Decode files with the test pipeline; a failure comes back as a message, not a raise."""
 
     def __init__(self, files: Sequence[FileStat], reader: VideoReader,
-                 loaded: LoadedRetriever) -> None:
-        self.files, self.reader, self.loaded = list(files), reader, loaded
+                 frames_shape: Tuple[int, ...]) -> None:
+        self.files, self.reader, self.frames_shape = list(files), reader, frames_shape
 
     def __len__(self) -> int:
         return len(self.files)
@@ -49,22 +95,31 @@ class _DecodedVideos(torch.utils.data.Dataset):
         except Exception as err:  # noqa: BLE001 - any decoder error skips this one file
             return i, None, f'{type(err).__name__}: {err}'.strip()
         # a clip the model cannot take is the config's fault, not the file's: raise
-        check_frames(self.loaded, frames, path)
+        check_frames(self.frames_shape, frames, path)
         return i, frames, None
 
 
-def build_index(video_dir: str, index_dir: str, config: str, checkpoint: Optional[str] = None,
-                cfg_options: Optional[dict] = None, batch_size: int = 8, workers: int = 0,
-                save_every: int = 100, rebuild: bool = False, device: str = 'cpu',
-                progress: bool = True) -> Dict[str, int]:
+def build_index(video_dir: str, index_dir: str, config: Optional[str] = None,
+                checkpoint: Optional[str] = None, cfg_options: Optional[dict] = None,
+                batch_size: int = 8, workers: int = 0, save_every: int = 100,
+                rebuild: bool = False, device: str = 'cpu', progress: bool = True,
+                onnx: Optional[str] = None) -> Dict[str, int]:
     """Bring the index in ``index_dir`` up to date with the videos under ``video_dir``.
 
+    The model is ``config`` (+ ``checkpoint``) in PyTorch, or the ONNX export in
+    ``onnx``; both record the same fingerprint, so their embeddings can be mixed.
     Returns counts: ``found``, ``encoded``, ``unchanged``, ``changed``, ``removed``,
     ``failed`` (unreadable, reported on stderr by path) and ``indexed``.
     """
+    if (config is None) == (onnx is None):
+        raise ValueError('give the model either as a config (--config) or as an ONNX export '
+                         '(--onnx)')
     with VideoIndex.lock(index_dir):
-        return _update_index(video_dir, index_dir, config, checkpoint, cfg_options, batch_size,
-                             workers, save_every, rebuild, device, progress)
+        current = scan_videos(video_dir)
+        encoder = onnx_encoder(onnx) if onnx else torch_encoder(config, checkpoint,
+                                                                cfg_options, device)
+        return _update_index(video_dir, index_dir, current, encoder, batch_size, workers,
+                             save_every, rebuild, progress)
 
 
 def frozen_config(cfg: Config) -> dict:
@@ -75,13 +130,9 @@ def frozen_config(cfg: Config) -> dict:
         raise ValueError(f'the config holds a value an index cannot record as data: {err}')
 
 
-def _update_index(video_dir, index_dir, config, checkpoint, cfg_options, batch_size, workers,
-                  save_every, rebuild, device, progress) -> Dict[str, int]:
-    current = scan_videos(video_dir)
-    loaded = init_retriever(config, checkpoint, device=device, cfg_options=cfg_options)
-    check_data_fits_model(loaded.cfg)
-    model = dict(describe(loaded), cfg_options=cfg_options or {},
-                 resolved_config=frozen_config(loaded.cfg))
+def _update_index(video_dir, index_dir, current, encoder: IndexEncoder, batch_size, workers,
+                  save_every, rebuild, progress) -> Dict[str, int]:
+    model = encoder.model
     root = os.path.abspath(video_dir)
     if VideoIndex.exists(index_dir) and not rebuild:
         index = VideoIndex.load(index_dir)
@@ -98,8 +149,8 @@ def _update_index(video_dir, index_dir, config, checkpoint, cfg_options, batch_s
     stats = dict(found=len(current), encoded=0, unchanged=plan.unchanged,
                  changed=len(plan.changed), removed=len(plan.removed), failed=0)
     loader = torch.utils.data.DataLoader(
-        _DecodedVideos(plan.encode, VideoReader(loaded.cfg), loaded), batch_size=batch_size,
-        num_workers=workers, collate_fn=list)
+        _DecodedVideos(plan.encode, encoder.reader, encoder.frames_shape),
+        batch_size=batch_size, num_workers=workers, collate_fn=list)
     since_save = 0
     with tqdm(total=len(plan.encode), unit='video', desc='encoding', disable=not progress,
               file=sys.stderr) as bar:
@@ -111,8 +162,8 @@ def _update_index(video_dir, index_dir, config, checkpoint, cfg_options, batch_s
                     index.failed[path] = error
                     tqdm.write(f'skipped unreadable video {path}: {error}', file=sys.stderr)
             if good:
-                feats = encode_videos(loaded, [f.to(device) for _, f in good])
-                index.add([plan.encode[i] for i, _ in good], feats.float().cpu().numpy())
+                feats = encoder.encode([f for _, f in good])
+                index.add([plan.encode[i] for i, _ in good], feats)
             stats['encoded'] += len(good)
             stats['failed'] = len(index.failed)
             since_save += len(batch)
@@ -151,13 +202,24 @@ def load_index_model(index: VideoIndex, config: Optional[str] = None,
 
 
 def query_index(index_dir: str, text: str, top_k: int = 10, config: Optional[str] = None,
-                checkpoint: Optional[str] = None, device: str = 'cpu') -> List[Tuple[str, float]]:
-    """The ``top_k`` videos of the index best matching ``text``: (path, cosine score)."""
+                checkpoint: Optional[str] = None, device: str = 'cpu',
+                onnx: Optional[str] = None) -> List[Tuple[str, float]]:
+    """The ``top_k`` videos of the index best matching ``text``: (path, cosine score).
+
+    The text is encoded by the index's model in PyTorch, or by the ONNX export in
+    ``onnx`` (which needs neither torch nor mmengine; its fingerprint must be the
+    index's).
+    """
     if not text.strip():
         raise ValueError('the query is empty: say what to look for')
     if top_k < 1:
         raise ValueError(f'--top-k must be >= 1, got {top_k}')
     index = VideoIndex.load(index_dir)
+    if onnx is not None:
+        retriever = OnnxRetriever(onnx, load_video=False)
+        index.check_model(dict(fingerprint=retriever.fingerprint, **{
+            key: retriever.info['model'][key] for key in ('config', 'checkpoint')}))
+        return index.search(retriever.encode_texts([text])[0], top_k)
     loaded = load_index_model(index, config, checkpoint, device)
     query = encode_texts(loaded, [text])[0].float().cpu().numpy()
     return index.search(query, top_k)
@@ -222,7 +284,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     index = sub.add_parser('index', help='encode the videos of a folder (incremental)')
     index.add_argument('video_dir', help='folder searched recursively for '
                        'mp4/avi/mkv/mov/webm files')
-    index.add_argument('--config', required=True, help='model config')
+    model = index.add_mutually_exclusive_group(required=True)
+    model.add_argument('--config', help='model config (PyTorch backend)')
+    model.add_argument('--onnx', help='ONNX export folder (tools/deployment/export_onnx.py) to '
+                       'encode with in ONNX Runtime instead')
     index.add_argument('--checkpoint', help='trained checkpoint (whole or adapter-only); '
                        'default: the configured CLIP weights')
     index.add_argument('--index', required=True, help='index folder')
@@ -247,6 +312,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     query.add_argument('--config', help='config to use instead of the recorded one')
     query.add_argument('--checkpoint', help='checkpoint to use instead of the recorded one')
     query.add_argument('--device', default='cpu')
+    query.add_argument('--onnx', help='encode the query with this ONNX export (no torch '
+                       'model is built)')
     return parser.parse_args(argv)
 
 
@@ -255,14 +322,15 @@ def main(argv=None):
     if args.command == 'index':
         stats = build_index(args.video_dir, args.index, args.config, args.checkpoint,
                             args.cfg_options, args.batch_size, args.workers, args.save_every,
-                            args.rebuild, args.device, progress=not args.no_progress)
+                            args.rebuild, args.device, progress=not args.no_progress,
+                            onnx=args.onnx)
         print(f'index {args.index}: {stats["indexed"]} videos; {stats["encoded"]} encoded, '
               f'{stats["unchanged"]} unchanged, {stats["changed"]} changed, '
               f'{stats["removed"]} removed, {stats["failed"]} unreadable'
               + (' (listed above)' if stats['failed'] else ''))
         return stats
     hits = query_index(args.index, args.text, args.top_k, args.config, args.checkpoint,
-                       args.device)
+                       args.device, onnx=args.onnx)
     if args.json:
         print(json.dumps(dict(query=args.text, index=os.path.abspath(args.index),
                               results=[dict(rank=r, path=p, score=s)
@@ -281,5 +349,5 @@ if __name__ == '__main__':
     try:
         main()
     except (IndexModelMismatch, IndexBusyError, FileNotFoundError, NotADirectoryError,
-            ValueError, OSError) as err:
+            ExportFormatError, ValueError, OSError) as err:
         sys.exit(f'error: {err}')

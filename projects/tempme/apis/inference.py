@@ -156,12 +156,12 @@ def expected_frames_shape(loaded: LoadedRetriever) -> tuple:
     return (encoder.num_frames, 3, size, size)
 
 
-def check_frames(loaded: LoadedRetriever, frames: torch.Tensor, path: str) -> None:
-    expected = expected_frames_shape(loaded)
-    if tuple(frames.shape) != expected:
+def check_frames(expected: Sequence[int], frames: torch.Tensor, path: str) -> None:
+    """Refuse frames of another shape than the (T, 3, H, W) a model takes."""
+    if tuple(frames.shape) != tuple(expected):
         raise ValueError(f'{path}: the test pipeline gave frames {tuple(frames.shape)}, the '
-                         f'model takes {expected} (T, 3, H, W); add Resize/CenterCrop or '
-                         'sampling steps to the config\'s test pipeline')
+                         f'model takes {tuple(expected)} (T, 3, H, W); add Resize/CenterCrop '
+                         'or sampling steps to the config\'s test pipeline')
 
 
 def preprocess_videos(loaded: LoadedRetriever, videos: Sequence[torch.Tensor]) -> torch.Tensor:
