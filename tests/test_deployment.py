@@ -1,0 +1,355 @@
+"""Deployment: ONNX export checked in ONNX Runtime, the torch-free tokenizer and query
+path, and the HTTP search service (started for real, queried over HTTP)."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from projects.tempme.apis.inference import (describe, encode_texts, encode_videos, init_retriever,
+                                            model_fingerprint)
+from projects.tempme.datasets.transforms import clip_tokenizer, tokenize_captions
+from projects.tempme.deployment import ExportParityError, export_onnx, merge_margins, onnx_export
+from projects.tempme.deployment.parity import compare_embeddings
+from projects.tempme.merging.matching import bipartite_soft_matching, decision_margins
+from projects.tempme_deploy.onnx_retriever import ExportFormatError, OnnxRetriever
+from projects.tempme_deploy.search import VideoIndex
+from projects.tempme_deploy.tokenizer import ClipTokenizer, clip_tokenizer_json
+from tools import search as search_tool
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = 'configs/tempme_tiny.py'
+
+
+def _small(layers, **encoder):
+    """cfg-options for a tiny CLIP with ``layers`` vision blocks and the given schedule."""
+    return {'model.clip.arch.vision_cfg.layers': layers,
+            **{f'model.video_encoder.{k}': v for k, v in encoder.items()}}
+
+
+NO_MERGING = _small(4, merge_layers=(), clips_per_merge=(), imgme_r=0,
+                    temporal_embedding=False)
+OTHER_SCHEDULE = _small(5, merge_layers=(2, 3), clips_per_merge=(3, 2), imgme_r=3,
+                        cross_clip_ratio=0.2, intra_clip_ratio=0.15)
+
+
+@pytest.fixture(scope='module')
+def tiny_export(tmp_path_factory):
+    """configs/tempme_tiny.py (default schedule) exported once for the module."""
+    out = tmp_path_factory.mktemp('export') / 'tiny'
+    loaded = init_retriever(CONFIG)
+    info = export_onnx(loaded, str(out), log=lambda _: None)
+    return loaded, str(out), info
+
+
+# -- pure pieces --------------------------------------------------------------------------
+def _on_circle(src, dst):
+    """Tokens [s0, d0, s1, d1, ...] at these angles: num_cls=0 makes s* sources."""
+    angles = [a for pair in zip(src, dst) for a in pair]
+    return torch.tensor([[np.cos(a), np.sin(a)] for a in angles], dtype=torch.float64)[None]
+
+
+def test_decision_margin_is_the_gap_that_would_flip_the_merge():
+    delta = 1e-3
+    dst = (0.0, 1.0, 3.0)
+    metric = _on_circle((0.05, 0.6, 0.6 + delta), dst)
+    # r=2 merges s0 (onto d0) and s2 (onto d1, just ahead of s1): the closest call is
+    # s2 vs s1 for the second place, cos(0.4 - delta) - cos(0.4)
+    margin = decision_margins(metric, r=2, num_cls=0).item()
+    assert margin == pytest.approx(np.cos(0.4 - delta) - np.cos(0.4), rel=1e-9)
+    before = bipartite_soft_matching(metric, 2, 0).keep
+    # moving s1 closer than the margin allows keeps the decision; past it, it flips
+    assert torch.equal(bipartite_soft_matching(
+        _on_circle((0.05, 0.6 + delta / 2, 0.6 + delta), dst), 2, 0).keep, before)
+    assert not torch.equal(bipartite_soft_matching(
+        _on_circle((0.05, 0.6 + 2 * delta, 0.6 + delta), dst), 2, 0).keep, before)
+    # a merged source torn between two destinations: that gap is the margin
+    torn = _on_circle((0.5, 2.2, 1.8), (0.0, 1.0 + delta, 3.0))
+    assert decision_margins(torn, r=1, num_cls=0).item() == pytest.approx(
+        np.cos(0.5) - np.cos(0.5 + delta), rel=1e-9)
+    assert torch.isinf(decision_margins(metric, r=0, num_cls=0)).all()
+
+
+def test_compare_accepts_a_flip_only_near_a_merge_boundary_and_with_cosine():
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((3, 16))
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    out = ref.copy()
+    out[1] += 1e-3  # a flip-sized difference: cosine still > 0.9999
+    out[2] += 1e-3
+    rows = compare_embeddings(ref, out, np.array([0.5, 1e-5, 0.5]),
+                              ['', 'layer 9 cross-clip', 'layer 3 ImgMe'])
+    assert [r.ok for r in rows] == [True, True, False]
+    assert rows[1].flip == 'layer 9 cross-clip: decision margin 1.00e-05'
+    assert rows[2].flip is None  # far from any boundary: a real difference
+    far = ref.copy()
+    far[1] = -ref[1]
+    assert not compare_embeddings(ref, far, np.array([0, 1e-5, 0]), ['', 'x', ''])[1].ok
+
+
+def test_lean_tokenizer_equals_the_training_tokenizer():
+    st = clip_tokenizer()
+    tokenizer = ClipTokenizer(clip_tokenizer_json(st.encoder, list(st.bpe_ranks)), 32)
+    texts = ['a man is talking about a car', 'A DOG   runs\tacross the yard!!',
+             "it's the 2nd time he's done it, isn't it?", 'café &amp; crème brûlée',
+             'x', '日本語のテキスト 123', 'emoji 😀 test', 'â€™ mojibake', '<end_of_text> inside',
+             'hyphen-ated, semi;colons: (paren) "quotes"', 'word ' * 40]
+    np.testing.assert_array_equal(tokenizer(texts), tokenize_captions(texts, 32).numpy())
+
+
+# -- export -------------------------------------------------------------------------------
+def test_tiny_export_matches_pytorch_through_the_lean_runtime(tiny_export):
+    loaded, out, info = tiny_export
+    assert sorted(os.listdir(out)) == ['deploy.json', 'text_encoder.onnx', 'tokenizer.json',
+                                       'video_encoder.onnx']
+    assert info['model']['fingerprint'] == model_fingerprint(loaded)
+    assert info['video']['shape'] == ['batch', 12, 3, 112, 112]
+    assert info['parity']['video']['max_abs_diff'] <= 1e-4
+    assert info['parity']['text']['max_abs_diff'] <= 1e-4
+    assert info['schedule']['tokens_per_layer'] == \
+        loaded.encoder.schedule.tokens_per_video()
+    # new inputs, another batch size, the lean tokenizer: still PyTorch's embeddings
+    retriever = OnnxRetriever(out)
+    videos = torch.randint(0, 256, (3, 12, 3, 112, 112), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(5))
+    np.testing.assert_allclose(retriever.encode_videos(videos.numpy()),
+                               encode_videos(loaded, list(videos)).numpy(), atol=1e-4)
+    captions = ['a red circle moves right', 'two dogs', 'the same caption ' * 9]
+    np.testing.assert_allclose(retriever.encode_texts(captions),
+                               encode_texts(loaded, captions).numpy(), atol=1e-4)
+    with pytest.raises(ValueError, match=r'uint8 \(batch, 12, 3, 112, 112\)'):
+        retriever.encode_videos(videos[:, :8].numpy())
+
+
+@pytest.mark.parametrize('options', [NO_MERGING, OTHER_SCHEDULE],
+                         ids=['no-merging', 'other-schedule'])
+def test_other_schedules_export_within_tolerance(tmp_path, options):
+    loaded = init_retriever(CONFIG, cfg_options=options)
+    info = export_onnx(loaded, str(tmp_path / 'out'), check_batch=4, log=lambda _: None)
+    assert info['parity']['video']['max_abs_diff'] <= 1e-4 or info['parity']['video']['flips']
+    assert info['parity']['video']['min_cosine'] >= 0.9999
+    merges = len(loaded.encoder.schedule.tokens_per_video()) - 1
+    assert info['schedule']['tokens_per_layer'][-1] < info['schedule']['tokens_per_layer'][0] \
+        if options is OTHER_SCHEDULE else len(set(info['schedule']['tokens_per_layer'])) == 1
+    assert merges == len(loaded.encoder.blocks)
+
+
+def test_merge_margins_name_each_merge_of_the_schedule():
+    loaded = init_retriever(CONFIG)
+    video = torch.randn(2, 12, 3, 112, 112)
+    margins, where = merge_margins(loaded.encoder, video)
+    assert margins.shape == (2,) and np.isfinite(margins).all() and (margins >= 0).all()
+    assert all(w.startswith('layer ') for w in where)
+    assert np.isinf(merge_margins(init_retriever(CONFIG, cfg_options=NO_MERGING).encoder,
+                                  video)[0]).all()
+
+
+def test_a_failed_check_leaves_the_previous_export_untouched(tmp_path, monkeypatch):
+    out = tmp_path / 'out'
+    out.mkdir()
+    (out / 'deploy.json').write_text('{"previous": true}')
+
+    def failing(*args, **kwargs):
+        raise ExportParityError('the ONNX export differs from PyTorch: video 0')
+
+    monkeypatch.setattr(onnx_export, 'check_exports', failing)
+    loaded = init_retriever(CONFIG, cfg_options=NO_MERGING)
+    with pytest.raises(ExportParityError, match='video 0'):
+        export_onnx(loaded, str(out), check_batch=1, log=lambda _: None)
+    assert os.listdir(out) == ['deploy.json']
+    assert (out / 'deploy.json').read_text() == '{"previous": true}'
+    assert not [p for p in os.listdir(tmp_path) if p.startswith('.export-')]
+
+
+def test_check_names_the_layer_when_a_real_difference_is_found(tiny_export):
+    loaded, out, _ = tiny_export
+    model = onnx_export.deployable_model(loaded.model)
+    video_module = onnx_export.VideoEmbedder(model)
+    videos = torch.randint(0, 256, (2, 12, 3, 112, 112), dtype=torch.uint8)
+
+    class Perturbed:
+        def run(self, _, feeds):
+            with torch.no_grad():
+                out = video_module(torch.from_numpy(feeds['frames'])).numpy()
+            return [out + 0.05]
+
+    class Exact:
+        def __init__(self, module):
+            self.module = module
+
+        def run(self, _, feeds):
+            with torch.no_grad():
+                return [self.module(torch.from_numpy(feeds['tokens'])).numpy()]
+
+    tokens = tokenize_captions(['a dog'], 32)
+    with pytest.raises(ExportParityError, match=r'video 0: max abs diff 0\.05, cosine 0\.9\d+ '
+                       r'\(.*layer \d+ .*margin'):
+        onnx_export.check_exports(model, video_module, Perturbed(),
+                                  Exact(onnx_export.TextEmbedder(model)), videos, tokens)
+
+
+def test_a_changed_export_file_is_refused_by_name(tiny_export, tmp_path):
+    _, out, _ = tiny_export
+    copy = tmp_path / 'copy'
+    shutil.copytree(out, copy)
+    data = bytearray((copy / 'text_encoder.onnx').read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / 'text_encoder.onnx').write_bytes(bytes(data))
+    with pytest.raises(ExportFormatError, match='text_encoder.onnx: its SHA-256 differs'):
+        OnnxRetriever(str(copy))
+    with pytest.raises(FileNotFoundError, match='export_onnx.py'):
+        OnnxRetriever(str(tmp_path))
+
+
+# -- search with ONNX Runtime -----------------------------------------------------------------
+def _write_video(path, colour, frames=16, size=(80, 64)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'mp4v'), 10, size)
+    for k in range(frames):
+        img = np.zeros((size[1], size[0], 3), np.uint8)
+        cv2.circle(img, (10 + 3 * k, 32), 9, colour, -1)
+        writer.write(img)
+    writer.release()
+
+
+@pytest.fixture(scope='module')
+def indexed(tmp_path_factory, tiny_export):
+    """Six videos indexed with PyTorch, and the same folder indexed with the export."""
+    root = tmp_path_factory.mktemp('search')
+    colours = [(0, 0, 255), (0, 255, 0), (255, 0, 0), (0, 255, 255), (255, 0, 255),
+               (255, 255, 0)]
+    for i, colour in enumerate(colours):
+        _write_video(root / 'videos' / f'v{i}.mp4', colour, frames=12 + 2 * i)
+    torch_index, onnx_index = str(root / 'torch_index'), str(root / 'onnx_index')
+    search_tool.build_index(str(root / 'videos'), torch_index, CONFIG, progress=False)
+    search_tool.build_index(str(root / 'videos'), onnx_index, onnx=tiny_export[1],
+                            progress=False)
+    return root, torch_index, onnx_index
+
+
+def test_onnx_backend_indexes_and_ranks_as_pytorch(indexed, tiny_export):
+    root, torch_index, onnx_index = indexed
+    loaded, export, _ = tiny_export
+    by_torch, by_onnx = VideoIndex.load(torch_index), VideoIndex.load(onnx_index)
+    assert by_onnx.model['fingerprint'] == by_torch.model['fingerprint'] == \
+        describe(loaded)['fingerprint']
+    np.testing.assert_allclose(by_onnx.embeddings, by_torch.embeddings, atol=1e-4)
+    for text in ('a red circle', 'something green moving', 'yellow'):
+        eager = search_tool.query_index(torch_index, text, top_k=6)
+        onnx = search_tool.query_index(torch_index, text, top_k=6, onnx=export)
+        assert [p for p, _ in onnx] == [p for p, _ in eager]
+        np.testing.assert_allclose([s for _, s in onnx], [s for _, s in eager], atol=1e-4)
+
+
+# -- the HTTP service -----------------------------------------------------------------------
+#: Run the service with the training stack made unimportable.
+_LEAN = '''
+import runpy, sys
+for name in ('torch', 'mmengine', 'mmaction', 'mmcv', 'peft', 'open_clip', 'timm'):
+    sys.modules[name] = None
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+'''
+
+
+class _Server:
+    def __init__(self, index, export):
+        self.proc = subprocess.Popen(
+            [sys.executable, '-c', _LEAN, str(ROOT / 'tools/deployment/serve_search.py'),
+             index, '--export', export, '--port', '0', '--threads', '1'],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if 'serving' not in line:
+            self.proc.kill()
+            raise AssertionError(f'the service did not start: {line}{self.proc.stderr.read()}')
+        self.url = line.split(' on ')[1].split()[0]
+
+    def get(self, path, method='GET'):
+        request = urllib.request.Request(self.url + path, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    def search(self, q, k=10):
+        return self.get('/search?' + urllib.parse.urlencode(dict(q=q, k=k)))
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def server(indexed, tiny_export, tmp_path):
+    index = tmp_path / 'served'
+    shutil.copytree(indexed[1], index)
+    srv = _Server(str(index), tiny_export[1])
+    yield srv, index
+    srv.stop()
+
+
+def test_service_answers_as_the_search_tool_without_the_training_stack(server, tiny_export,
+                                                                       indexed):
+    srv, index = server
+    status, health = srv.get('/health')
+    assert status == 200 and health['videos'] == 6 and health['status'] == 'ok'
+    expected = search_tool.query_index(str(index), 'a blue circle', top_k=4,
+                                       onnx=tiny_export[1])
+    status, hits = srv.search('a blue circle', 4)
+    assert status == 200
+    assert [(h['path'], h['score']) for h in hits] == [(p, pytest.approx(s, abs=1e-6))
+                                                       for p, s in expected]
+    # 8 clients at once, 32 queries: every answer is the one a single client gets
+    queries = [f'circle number {i % 4}' for i in range(32)]
+    alone = {q: srv.search(q, 3)[1] for q in set(queries)}
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda q: srv.search(q, 3), queries))
+    assert all(status == 200 and hits == alone[q] for q, (status, hits) in zip(queries, answers))
+
+
+def test_service_refuses_bad_requests_with_a_message(server):
+    srv, _ = server
+    for query, k, message in [('', 5, 'empty'), ('   ', 5, 'empty'), ('x' * 1001, 5, '1001'),
+                              ('dog', 0, 'k must be in [1, 1000]'),
+                              ('dog', 1001, 'k must be in [1, 1000]')]:
+        status, body = srv.search(query, k)
+        assert status == 400 and message in body['detail'], (query[:10], k, body)
+    status, body = srv.get('/search?k=3')
+    assert status == 400 and 'empty' in body['detail']
+    status, body = srv.get('/search?q=dog&k=many')
+    assert status == 422 and body['detail']
+    assert srv.search('dog', 1000)[0] == 200
+
+
+def test_service_reload_swaps_whole_indexes_only(server, indexed, tmp_path):
+    srv, index = server
+    extra = tmp_path / 'more'
+    shutil.copytree(indexed[0] / 'videos', extra)
+    _write_video(extra / 'v6.mp4', (128, 128, 128))
+    search_tool.build_index(str(extra), str(index), CONFIG, progress=False)  # in place
+    status, health = srv.get('/reload', method='POST')
+    assert status == 200 and health['videos'] == 7
+    assert len(srv.search('grey', 100)[1]) == 7
+    # an index of another model is refused; the served one stays
+    other = init_retriever(CONFIG, cfg_options=NO_MERGING)
+    shutil.rmtree(index)
+    search_tool.build_index(str(extra), str(index), CONFIG, cfg_options=NO_MERGING,
+                            progress=False)
+    assert VideoIndex.load(str(index)).model['fingerprint'] == describe(other)['fingerprint']
+    status, body = srv.get('/reload', method='POST')
+    assert status == 409 and 'another model' in body['detail']
+    status, health = srv.get('/health')
+    assert health['videos'] == 7 and health['status'] == 'stale'
+    assert 'IndexModelMismatch' in health['reload_error']
+    assert len(srv.search('grey', 100)[1]) == 7
