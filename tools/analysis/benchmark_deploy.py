@@ -1,0 +1,259 @@
+"""Deployment speed: PyTorch eager vs ONNX Runtime, plain CLIP vs TempMe, and the search
+service under concurrent clients.
+
+Example::
+
+    python tools/analysis/benchmark_deploy.py --out work_dirs/deploy_bench
+
+For the config's geometry with random CLIP weights (no weight file needed), exports plain
+CLIP (no merging) and TempMe with ``tools/deployment/export_onnx.py``'s code (each
+export passes its ONNX Runtime parity check), then times, interleaved in one run:
+
+* the video encoder (uint8 frames -> embedding) at each ``--batches`` size;
+* a text query (one caption -> embedding, tokenizer included on both sides);
+
+in PyTorch eager and in ONNX Runtime, and reports ratios within the same rounds next to
+the GMACs ratio. Then it serves a ``--index-size``-video index of random embeddings
+with ``tools/deployment/serve_search.py`` and measures request latency (p50 / p99)
+with ``--clients`` concurrent HTTP clients. Writes ``results.json``, ``results.md``
+and ``results.png`` into ``--out``.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import statistics
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from projects.tempme.apis.inference import caption_context_length, init_retriever
+from projects.tempme.datasets.transforms import tokenize_captions
+from projects.tempme.deployment import TextEmbedder, VideoEmbedder, deployable_model, export_onnx
+from projects.tempme.profiling import interleaved_timings, median_ratio, video_gmacs
+from projects.tempme_deploy.onnx_retriever import OnnxRetriever
+from projects.tempme_deploy.search import FileStat, VideoIndex
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+#: plain CLIP: the same encoder with nothing merged
+PLAIN = {'model.video_encoder.merge_layers': (), 'model.video_encoder.clips_per_merge': (),
+         'model.video_encoder.imgme_r': 0, 'model.video_encoder.temporal_embedding': False}
+QUERY = 'a man in a red shirt is playing a guitar on stage'
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--config', default='configs/tempme_msrvtt.py',
+                        help='config whose geometry and schedule are measured')
+    parser.add_argument('--out', default='work_dirs/deploy_bench', help='output folder')
+    parser.add_argument('--batches', type=int, nargs='+', default=[1, 8],
+                        help='video batch sizes timed')
+    parser.add_argument('--rounds', type=int, default=5, help='timed rounds per measurement')
+    parser.add_argument('--index-size', type=int, default=10000,
+                        help='videos in the served index (random embeddings)')
+    parser.add_argument('--clients', type=int, default=8, help='concurrent HTTP clients')
+    parser.add_argument('--requests', type=int, default=400, help='requests in the load test')
+    parser.add_argument('--skip-service', action='store_true', help='no load test')
+    return parser.parse_args(argv)
+
+
+def _latencies(models, sessions, args, log) -> Dict:
+    """Seconds per call, interleaved over (method x backend) for each workload."""
+    shape = sessions['tempme'].frames_shape
+    figures = {}
+    for batch in args.batches:
+        frames = torch.randint(0, 256, (batch, *shape), dtype=torch.uint8,
+                               generator=torch.Generator().manual_seed(batch))
+        array = frames.numpy()
+        fns = {}
+        for method in models:
+            module = models[method]['video']
+            fns[f'{method}/eager'] = lambda m=module: _no_grad(m, frames)
+            fns[f'{method}/onnxruntime'] = lambda s=sessions[method]: s.encode_videos(array)
+        log(f'  video encoder, batch {batch}: {args.rounds} interleaved rounds')
+        figures[f'video_b{batch}'] = interleaved_timings(fns, args.rounds)
+    fns = {}
+    for method in models:
+        context = caption_context_length(models[method]['loaded'].cfg)
+        fns[f'{method}/eager'] = lambda m=models[method]['text'], c=context: _no_grad(
+            m, tokenize_captions([QUERY], c))
+        fns[f'{method}/onnxruntime'] = lambda s=sessions[method]: s.encode_texts([QUERY])
+    log(f'  text query: {args.rounds * 4} interleaved rounds')
+    figures['text_query'] = interleaved_timings(fns, args.rounds * 4)
+    return figures
+
+
+def _no_grad(module, frames):
+    with torch.no_grad():
+        return module(frames)
+
+
+def _summarise(times: Dict[str, Dict[str, List[float]]], gmacs: Dict[str, float]) -> Dict:
+    report = {}
+    for workload, runs in times.items():
+        row = {name: statistics.median(values) * 1e3 for name, values in runs.items()}
+        ratios = {
+            'tempme_onnxruntime_speedup_over_eager': median_ratio(
+                runs['tempme/eager'], runs['tempme/onnxruntime']),
+            'plain_onnxruntime_speedup_over_eager': median_ratio(
+                runs['plain/eager'], runs['plain/onnxruntime']),
+            'tempme_over_plain_onnxruntime': median_ratio(
+                runs['tempme/onnxruntime'], runs['plain/onnxruntime']),
+            'tempme_over_plain_eager': median_ratio(runs['tempme/eager'], runs['plain/eager']),
+        }
+        report[workload] = dict(ms=row, **ratios)
+    report['gmacs'] = dict(gmacs, ratio=gmacs['tempme'] / gmacs['plain'])
+    return report
+
+
+def _load_test(export_dir: str, out: str, args, log) -> Dict:
+    """Serve a random index over HTTP and time requests from concurrent clients."""
+    info = OnnxRetriever(export_dir, load_video=False)
+    dim = info.info['text']['dim']
+    rng = np.random.default_rng(0)
+    index_dir = osp.join(out, 'index')
+    files = [FileStat(f'/videos/{i:06d}.mp4', 1, 1) for i in range(args.index_size)]
+    index = VideoIndex(index_dir, dict(fingerprint=info.fingerprint, config=None,
+                                       checkpoint=None), files,
+                       rng.standard_normal((args.index_size, dim)).astype(np.float32))
+    index.save()
+    proc = subprocess.Popen(
+        [sys.executable, osp.join(ROOT, 'tools/deployment/serve_search.py'), index_dir,
+         '--export', export_dir, '--port', '0'], stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        if 'serving' not in line:
+            raise RuntimeError(f'the service did not start: {line}')
+        url = line.split(' on ')[1].split()[0]
+        words = QUERY.split()
+
+        def request(i: int) -> float:
+            query = ' '.join(words[i % len(words):] + words[:i % len(words)]) + f' {i}'
+            start = time.perf_counter()
+            with urllib.request.urlopen(f'{url}/search?' + urllib.parse.urlencode(
+                    dict(q=query, k=10)), timeout=60) as response:
+                hits = json.loads(response.read())
+            elapsed = time.perf_counter() - start
+            if len(hits) != 10:
+                raise RuntimeError(f'expected 10 hits, got {len(hits)}')
+            return elapsed
+
+        for i in range(args.clients):  # warm-up
+            request(i)
+        log(f'  {args.requests} requests from {args.clients} concurrent clients over '
+            f'{args.index_size} videos')
+        start = time.perf_counter()
+        with ThreadPoolExecutor(args.clients) as pool:
+            latencies = list(tqdm(pool.map(request, range(args.requests)),
+                                  total=args.requests, unit='query', file=sys.stderr))
+        wall = time.perf_counter() - start
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    ms = np.array(latencies) * 1e3
+    return dict(index_size=args.index_size, clients=args.clients, requests=args.requests,
+                p50_ms=float(np.percentile(ms, 50)), p99_ms=float(np.percentile(ms, 99)),
+                max_ms=float(ms.max()), queries_per_s=args.requests / wall)
+
+
+def markdown(report: Dict) -> str:
+    lines = [f'device: cpu ({torch.get_num_threads()} threads for PyTorch and ONNX Runtime); '
+             f'config {report["config"]}, random weights; median ms over '
+             f'{report["rounds"]} interleaved rounds', '',
+             '| workload | plain eager | plain ORT | TempMe eager | TempMe ORT | '
+             'TempMe ORT vs eager | TempMe / plain (ORT) | GMACs ratio |',
+             '|---|---|---|---|---|---|---|---|']
+    gmacs = report['latency']['gmacs']
+    for workload, row in report['latency'].items():
+        if workload == 'gmacs':
+            continue
+        ms = row['ms']
+        lines.append(
+            f'| {workload} | {ms["plain/eager"]:.1f} | {ms["plain/onnxruntime"]:.1f} | '
+            f'{ms["tempme/eager"]:.1f} | {ms["tempme/onnxruntime"]:.1f} | '
+            f'{row["tempme_onnxruntime_speedup_over_eager"]:.2f}x faster | '
+            f'{row["tempme_over_plain_onnxruntime"]:.3f} | '
+            + (f'{gmacs["ratio"]:.3f} |' if workload.startswith('video') else '- |'))
+    parity = report['parity']
+    checks = [f'{m}: max abs diff {p["video"]["max_abs_diff"]:.1e}, min cosine '
+              f'{p["video"]["min_cosine"]:.6f}, {len(p["video"]["flips"])} flips; text '
+              f'{p["text"]["max_abs_diff"]:.1e}' for m, p in parity.items()]
+    lines += ['', 'export parity (ONNX Runtime vs PyTorch, 8 random videos and 1 alone): '
+              + ', '.join(checks)]
+    if report.get('service'):
+        s = report['service']
+        lines += ['', f'search service: {s["index_size"]} videos, {s["clients"]} concurrent '
+                  f'clients, {s["requests"]} requests: p50 {s["p50_ms"]:.1f} ms, p99 '
+                  f'{s["p99_ms"]:.1f} ms, max {s["max_ms"]:.1f} ms, {s["queries_per_s"]:.1f} '
+                  'queries/s']
+    return '\n'.join(lines) + '\n'
+
+
+def plot(report: Dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    workloads = [w for w in report['latency'] if w != 'gmacs']
+    names = ['plain/eager', 'plain/onnxruntime', 'tempme/eager', 'tempme/onnxruntime']
+    fig, ax = plt.subplots(figsize=(8, 3.6), dpi=110)
+    width = 0.2
+    for j, name in enumerate(names):
+        values = [report['latency'][w]['ms'][name] for w in workloads]
+        ax.bar(np.arange(len(workloads)) + (j - 1.5) * width, values, width, label=name)
+    ax.set_xticks(np.arange(len(workloads)), workloads)
+    ax.set_ylabel('ms per call (median)')
+    ax.set_yscale('log')
+    ax.legend(fontsize=8)
+    ax.set_title('PyTorch eager vs ONNX Runtime, plain CLIP vs TempMe (CPU)', fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv: Optional[List[str]] = None) -> Dict:
+    args = parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    log = print
+    models, sessions, parity, gmacs = {}, {}, {}, {}
+    for method, options in (('plain', PLAIN), ('tempme', {})):
+        log(f'{method}: building with random weights, exporting and checking')
+        loaded = init_retriever(args.config,
+                                cfg_options={'model.clip.weights': None, **options})
+        deployed = deployable_model(loaded.model)
+        encoder = deployed.video_encoder
+        size = encoder.conv1.weight.shape[-1] * round(
+            (encoder.positional_embedding.shape[0] - 1) ** 0.5)
+        gmacs[method] = video_gmacs(encoder, size)
+        export_dir = osp.join(args.out, method)
+        parity[method] = export_onnx(loaded, export_dir, log=lambda m: log(f'  {m}'))['parity']
+        models[method] = dict(loaded=loaded, video=VideoEmbedder(deployed).eval(),
+                              text=TextEmbedder(deployed).eval())
+        sessions[method] = OnnxRetriever(export_dir)
+    log('timing')
+    times = _latencies(models, sessions, args, log)
+    report = dict(config=args.config, rounds=args.rounds, parity=parity,
+                  latency=_summarise(times, gmacs), raw_seconds=times)
+    if not args.skip_service:
+        log('search service load test')
+        report['service'] = _load_test(osp.join(args.out, 'tempme'), args.out, args, log)
+    with open(osp.join(args.out, 'results.json'), 'w') as f:
+        json.dump(report, f, indent=1)
+    text = markdown(report)
+    with open(osp.join(args.out, 'results.md'), 'w') as f:
+        f.write(text)
+    plot(report, osp.join(args.out, 'results.png'))
+    print(text)
+    print(f'written: {osp.join(args.out, "results.json")}, results.md, results.png')
+    return report
+
+
+if __name__ == '__main__':
+    main()
