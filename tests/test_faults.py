@@ -161,12 +161,9 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
 
 
 _SLOW_SAVE = textwrap.dedent('''
-    import importlib.util, sys, time
+    import sys, time
     import torch
-    # The module alone: importing the package would load mmaction and take seconds.
-    spec = importlib.util.spec_from_file_location('fileio', sys.argv[2])
-    fileio = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fileio)
+    from projects.tempme import fileio
 
     class SlowFile:
         """A file object that pauses after every write, as a slow disk would."""
@@ -196,8 +193,7 @@ def test_job_killed_while_saving_leaves_the_previous_checkpoint(tmp_path):
     path = tmp_path / 'epoch_1.pth'
     old = {'state_dict': {f'w{i}': torch.full((250_000, ), 1.0) for i in range(40)}}
     torch.save(old, path)
-    fileio = ROOT / 'projects' / 'tempme' / 'fileio.py'
-    proc = subprocess.Popen([sys.executable, '-c', _SLOW_SAVE, str(path), str(fileio)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, '-c', _SLOW_SAVE, str(path)], cwd=ROOT,
                             env=_env(), stdout=subprocess.PIPE, text=True)
     try:
         for _ in range(3):  # several chunks of the new checkpoint are on disk

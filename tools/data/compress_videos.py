@@ -25,7 +25,7 @@ from typing import List, Optional, Tuple
 
 from tqdm import tqdm
 
-from projects.tempme.datasets.annotation_tools import VIDEO_EXTENSIONS
+from projects.tempme.datasets.video_check import VIDEO_EXTENSIONS
 
 
 def output_size(width: int, height: int, short_side: int) -> Tuple[int, int]:

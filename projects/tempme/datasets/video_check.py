@@ -17,8 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence
 
-__all__ = ['VideoProbe', 'resolve_video_path', 'probe_video', 'probe_videos', 'shard',
-           'unshard']
+__all__ = ['VIDEO_EXTENSIONS', 'VideoProbe', 'resolve_video_path', 'probe_video',
+           'probe_videos', 'shard', 'unshard']
+
+#: The project's one list of video file extensions (dataset converters, search index,
+#: compression tool), in the order preferred when one video exists in several formats.
+VIDEO_EXTENSIONS = ('.mp4', '.webm', '.mkv', '.avi', '.mov', '.m4v', '.mpg', '.mpeg',
+                    '.3gp', '.3g2', '.wmv', '.flv', '.ogv', '.mts', '.m2ts')
 
 
 class VideoProbe(NamedTuple):

@@ -8,7 +8,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Dict, Iterable, List, Sequence
 
-from ..datasets.annotation_tools import VIDEO_EXTENSIONS
+from ..datasets.video_check import VIDEO_EXTENSIONS
 
 
 @dataclass(frozen=True)

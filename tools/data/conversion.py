@@ -13,8 +13,9 @@ one per split; everything else lives here, so every dataset behaves the same way
 * malformed inputs fail with the file and the entry (:class:`ConversionError`);
 * pickled caption files are read without executing anything (:func:`load_pickle_safely`).
 
-Pure standard library, no mmengine. :data:`VIDEO_EXTENSIONS` is the project's one list
-of video file extensions (the search index and the compression tool use it too).
+Pure standard library, no torch or mmengine on import, so a converter's ``--help`` is
+immediate. The video extensions are the runtime's list
+(:data:`projects.tempme.datasets.video_check.VIDEO_EXTENSIONS`), read on first use.
 """
 import argparse
 import csv
@@ -27,10 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import (Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, TextIO,
                     Tuple)
-
-#: Video extensions, in the order preferred when one video exists in several formats.
-VIDEO_EXTENSIONS = ('.mp4', '.webm', '.mkv', '.avi', '.mov', '.m4v', '.mpg', '.mpeg',
-                    '.3gp', '.3g2', '.wmv', '.flv', '.ogv', '.mts', '.m2ts')
 
 
 class ConversionError(ValueError):
@@ -201,6 +198,17 @@ def join_in_time_order(segments: Iterable[Tuple[float, str]]) -> str:
 
 
 # -- finding videos --------------------------------------------------------------------
+def video_extensions() -> Tuple[str, ...]:
+    """The project's video extensions, in the order preferred when one video exists in
+    several formats.
+
+    Imported on first use: the list lives with the runtime, whose package loads torch and
+    mmaction2 (seconds), which ``--help`` and argument errors should not wait for.
+    """
+    from projects.tempme.datasets.video_check import VIDEO_EXTENSIONS
+    return VIDEO_EXTENSIONS
+
+
 def strip_video_extensions(name: str) -> str:
     """``a/x.mov.mp4`` -> ``a/x``: only known video extensions, so ``00.01.02.5`` stays.
 
@@ -209,7 +217,7 @@ def strip_video_extensions(name: str) -> str:
     """
     while True:
         stem, ext = os.path.splitext(name)
-        if not stem or (ext.lower() not in VIDEO_EXTENSIONS and ext != '.'):
+        if not stem or (ext.lower() not in video_extensions() and ext != '.'):
             return name
         name = stem
 
@@ -220,7 +228,7 @@ class VideoFileLookup:
     Built with one walk of the tree. :meth:`resolve` returns, for the first candidate
     that matches: the file itself; else a file with the same stem in the same folder,
     then anywhere under the root; among several, the one whose extension comes first in
-    :data:`VIDEO_EXTENSIONS`, then the first path in sorted order.
+    :func:`video_extensions`, then the first path in sorted order.
     """
 
     def __init__(self, root: str) -> None:
@@ -233,10 +241,11 @@ class VideoFileLookup:
         self.files = set()
         self._by_path_stem: Dict[str, List[str]] = {}
         self._by_name_stem: Dict[str, List[str]] = {}
+        extensions = video_extensions()
         for folder, _, names in os.walk(root, followlinks=True):
             rel_folder = os.path.relpath(folder, root)
             for name in names:
-                if os.path.splitext(name)[1].lower() not in VIDEO_EXTENSIONS:
+                if os.path.splitext(name)[1].lower() not in extensions:
                     continue
                 rel = Path(rel_folder, name).as_posix()  # Path drops a leading '.'
                 self.files.add(rel)
@@ -249,7 +258,7 @@ class VideoFileLookup:
     @staticmethod
     def _best(paths: Sequence[str]) -> str:
         def rank(path: str) -> Tuple[int, str]:
-            return VIDEO_EXTENSIONS.index(os.path.splitext(path)[1].lower()), path
+            return video_extensions().index(os.path.splitext(path)[1].lower()), path
 
         return min(paths, key=rank)
 
