@@ -492,8 +492,7 @@ def test_config_frames_tokens_schedule_and_files(path):
     cfg = Config.fromfile(ROOT / path)
     enc = cfg.model.video_encoder
     assert enc.num_frames == frames
-    schedule = MergeSchedule(12, enc.num_frames, 50, enc.merge_layers, enc.clips_per_merge,
-                             enc.cross_clip_ratio, enc.intra_clip_ratio, enc.imgme_r)
+    schedule = MergeSchedule(12, enc.num_frames, 50, **MergeSchedule.settings_of(enc))
     assert schedule.output_clips == 1
     assert schedule.output_tokens_per_video == {12: 97, 64: 500}[frames]
     for split, name in zip(('train', 'val', 'test'), files):
