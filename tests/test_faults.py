@@ -516,15 +516,34 @@ def test_amp_wrapper_checks_the_loss(monkeypatch):
         wrapper.update_params(model(torch.ones(1, 2)).sum() * float('nan'))
 
 
-def test_amp_keeps_the_nonfinite_check():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('train_tool', ROOT / 'tools' / 'train.py')
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    args = tool.parse_args([CONFIG])
+def test_amp_run_stops_on_a_nonfinite_loss(monkeypatch):
+    """The wrapper ``tools/train.py --amp`` configures steps in mixed precision and still
+    stops a run on a NaN loss before any weight changes. On CPU: the autocast context is
+    bfloat16 and the loss scaler is off (AmpOptimWrapper otherwise asks for CUDA)."""
+    from mmengine.optim import AmpOptimWrapper, build_optim_wrapper
+    from mmengine.optim.optimizer import amp_optimizer_wrapper
+
+    from tools import train as train_tool
+    monkeypatch.setattr(amp_optimizer_wrapper, 'is_cuda_available', lambda: True)
+    args = train_tool.parse_args([CONFIG])
     args.amp = True  # as parsed on a CUDA machine
-    cfg = tool.merge_args(Config.fromfile(str(ROOT / CONFIG)), args)
-    assert cfg.optim_wrapper.type == 'GuardedAmpOptimWrapper'
+    cfg = train_tool.merge_args(Config.fromfile(str(ROOT / CONFIG)), args)
+    cuda = torch.cuda.is_available()  # fp16 there, as in a real --amp run
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 1)).to('cuda' if cuda else 'cpu')
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    assert isinstance(wrapper, AmpOptimWrapper)
+    x = torch.ones(2, 4, device=model[0].weight.device)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(NonFiniteLossError, match=r'non-finite loss \(nan\)'):
+        with wrapper.optim_context(model):
+            out = model(x)
+            assert out.dtype == (torch.float16 if cuda else torch.bfloat16)  # autocast is on
+            wrapper.update_params(out.float().sum() * float('nan'))
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+    with wrapper.optim_context(model):
+        wrapper.update_params(model(x).float().sum())
+    assert not all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='the refusal is for machines without CUDA')
