@@ -5,5 +5,4 @@ _base_ = ['clip4clip_tempme_msrvtt.py']
 
 model = dict(
     head=dict(_delete_=True, type='MeanCLSHead'),
-    video_encoder=dict(merge_layers=(), clips_per_merge=(), imgme_r=0,
-                       temporal_embedding=False))
+    video_encoder=dict(merge='none'))

@@ -2,6 +2,4 @@
 # tempme_synthetic.py, with no merging and mean pooling over frames (CLIP4Clip meanP).
 _base_ = ['tempme_synthetic.py']
 
-model = dict(
-    video_encoder=dict(merge_layers=(), clips_per_merge=(), imgme_r=0,
-                       temporal_embedding=False))
+model = dict(video_encoder=dict(merge='none'))

@@ -3,6 +3,4 @@
 # MSR-VTT under data/msrvtt); override with --cfg-options.
 _base_ = ['tempme_msrvtt.py']
 
-model = dict(
-    video_encoder=dict(merge_layers=(), clips_per_merge=(), imgme_r=0,
-                       temporal_embedding=False))
+model = dict(video_encoder=dict(merge='none'))

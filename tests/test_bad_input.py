@@ -1,5 +1,4 @@
 """Bad videos, annotations and features: each is caught early with a message naming it."""
-import importlib.util
 import itertools
 import json
 import logging
@@ -24,6 +23,7 @@ from projects.tempme.datasets.transforms import clip_tokenizer
 from projects.tempme.datasets.video_check import resolve_video_path, shard, unshard
 from projects.tempme.evaluation import RetrievalMetric
 from tests.conftest import video_text_pipeline
+from tools.analysis import check_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32
@@ -444,17 +444,9 @@ def test_training_stops_before_the_first_step(video_dir: Path, tmp_path: Path) -
     assert not list(tmp_path.glob('**/*.pth'))
 
 
-def load_check_dataset_tool():
-    spec = importlib.util.spec_from_file_location(
-        'check_dataset', ROOT / 'tools' / 'analysis' / 'check_dataset.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_check_dataset_tool_lists_every_bad_video(video_dir: Path, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture) -> None:
-    tool = load_check_dataset_tool()
+    tool = check_dataset
     (video_dir / 'train.json').write_text(json.dumps(all_videos_annotation()))
     (video_dir / 'val.json').write_text(json.dumps({'good.mp4': ['a caption']}))
     options = [f'{split}_dataloader.dataset.data_root={video_dir}'
@@ -511,7 +503,7 @@ def test_check_dataset_tool_reports_bad_annotations(tmp_path: Path, content: byt
                                                     expected: str,
                                                     capsys: pytest.CaptureFixture) -> None:
     (tmp_path / 'train.json').write_bytes(content)
-    tool = load_check_dataset_tool()
+    tool = check_dataset
     code = tool.main(['configs/tempme_tiny.py', '--split', 'train', '--cfg-options',
                       f'train_dataloader.dataset.data_root={tmp_path}'])
     out = capsys.readouterr().out

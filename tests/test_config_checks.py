@@ -47,3 +47,25 @@ def test_train_tool_stops_before_reading_data(tmp_path):
     assert done.returncode != 0
     assert 'the data pipeline cannot feed the model' in done.stderr
     assert '/nonexistent' not in done.stderr
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_every_config_checks_data_against_model_in_the_runner(name):
+    cfg = Config.fromfile(ROOT / 'configs' / name)
+    assert cfg.default_hooks.data_fits_model == dict(type='DataFitsModelHook')
+
+
+def test_a_runner_built_elsewhere_stops_on_a_one_sided_clip_len(data_root, tmp_path):
+    """mmaction2's tools build a Runner without our tool-level check: the hook still stops
+    the run before the first step, naming both fields."""
+    from mmengine.runner import Runner
+    cfg = Config.fromfile(ROOT / 'configs/tempme_tiny.py')
+    cfg.merge_from_dict({f'{split}_dataloader.dataset.data_root': str(data_root)
+                         for split in ('train', 'val', 'test')})
+    cfg.merge_from_dict({'test_dataloader.dataset.pipeline.1.clip_len': 8})
+    cfg.work_dir = str(tmp_path)
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(ConfigMismatchError,
+                       match=r'test_dataloader.dataset.pipeline.1.clip_len=8 \(FpsGridSample\) '
+                       r'but model.video_encoder.num_frames=12'):
+        runner.test()

@@ -5,7 +5,6 @@ run on it through ``main(argv)`` (and the MSR-VTT one as a command), and the out
 loaded through each config's own pipeline.
 """
 import csv
-import importlib.util
 import json
 import pickle
 import subprocess
@@ -19,28 +18,18 @@ import torch
 from mmaction.registry import DATASETS
 from mmengine.config import Config
 
-from projects.tempme.datasets import annotation_tools as at
 from projects.tempme.datasets import load_video_captions
 from projects.tempme.merging import MergeSchedule
 from projects.tempme.models import TempMeRetriever
+from tools.data import conversion as at
+from tools.data.activitynet import convert_annotations as activitynet
+from tools.data.didemo import convert_annotations as didemo
+from tools.data.lsmdc import convert_annotations as lsmdc
+from tools.data.msrvtt import convert_annotations as msrvtt
+from tools.data.msvd import convert_annotations as msvd
 
 ROOT = Path(__file__).resolve().parents[1]
 SOT, EOT = 49406, 49407
-
-
-def _load(name):
-    module_name = f'tempme_convert_{name}'
-    if module_name not in sys.modules:
-        path = ROOT / 'tools/data' / name / 'convert_annotations.py'
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[module_name]
-
-
-msrvtt, didemo, activitynet, lsmdc, msvd = map(
-    _load, ['msrvtt', 'didemo', 'activitynet', 'lsmdc', 'msvd'])
 
 
 # -- tiny inputs in the public formats ----------------------------------------------------
@@ -178,7 +167,7 @@ def test_malformed_inputs_name_file_and_entry(msrvtt_data, tmp_path, capsys):
     assert 'MSRVTT_data.json: sentences[4] (video video4): empty caption' in capsys.readouterr().err
 
     _csv(src / 'MSRVTT_JSFUSION_test.csv', ['key', 'video_id'], [['ret0', 'video5']])
-    with pytest.raises(msrvtt.tools.ConversionError, match=r"JSFUSION_test.csv: missing column"):
+    with pytest.raises(at.ConversionError, match=r"JSFUSION_test.csv: missing column"):
         msrvtt.test_entries(str(src / 'MSRVTT_JSFUSION_test.csv'))
     (src / 'MSRVTT_data.json').write_text('{"sentences": [')
     assert msrvtt.main(args) == 1
@@ -273,20 +262,20 @@ def test_missing_video_root_points_to_the_options(tmp_path, capsys):
 def test_non_utf8_text_inputs_name_the_file_and_line(tmp_path):
     csv_path = tmp_path / 'MSRVTT_train.9k.csv'
     csv_path.write_bytes(b'video_id\nvideo1\nvideo\xe92\n')
-    with pytest.raises(didemo.tools.ConversionError,
+    with pytest.raises(at.ConversionError,
                        match=rf'{csv_path}, line 3: not valid UTF-8'):
-        didemo.tools.read_csv_rows(str(csv_path), ['video_id'])
+        at.read_csv_rows(str(csv_path), ['video_id'])
     tsv_path = tmp_path / 'LSMDC16_annos_training.csv'
     tsv_path.write_bytes(b'a\tb\n\xff\tc\n')
-    with pytest.raises(didemo.tools.ConversionError,
+    with pytest.raises(at.ConversionError,
                        match=rf'{tsv_path}, line 2: not valid UTF-8'):
-        didemo.tools.read_tsv_rows(str(tsv_path), 2)
+        at.read_tsv_rows(str(tsv_path), 2)
 
 
 def test_didemo_malformed_times_name_the_entry(tmp_path):
     src = _didemo_src(tmp_path / 'raw')
     (src / 'val_data.json').write_text(json.dumps([_moment('c.avi', [[0]], 'val.')]))
-    with pytest.raises(didemo.tools.ConversionError,
+    with pytest.raises(at.ConversionError,
                        match=r"val_data.json: entry 0 \(video c.avi\): malformed time \[0\]"):
         didemo.build_splits(str(src))
 
@@ -323,7 +312,7 @@ def test_activitynet_count_mismatch_names_file_and_video(tmp_path):
     data = _read(src / 'val_1.json')
     data['v_CCC']['sentences'].append('extra')
     (src / 'val_1.json').write_text(json.dumps(data))
-    with pytest.raises(activitynet.tools.ConversionError,
+    with pytest.raises(at.ConversionError,
                        match=r'val_1.json: video v_CCC: 2 timestamps but 3 sentences'):
         activitynet.build_splits(str(src))
 
@@ -369,7 +358,7 @@ def test_lsmdc_short_line_names_file_and_line(tmp_path):
     src = _lsmdc_src(tmp_path / 'raw')
     with open(src / 'LSMDC16_annos_val.csv', 'a') as f:
         f.write(f'{CLIPS[0]}\t1.0\t2.0\tno sentence\n')
-    with pytest.raises(lsmdc.tools.ConversionError,
+    with pytest.raises(at.ConversionError,
                        match=r'LSMDC16_annos_val.csv, line 2: expected 6 tab-separated fields, '
                        r'got 4'):
         lsmdc.build_splits(str(src))
@@ -503,8 +492,7 @@ def test_config_frames_tokens_schedule_and_files(path):
     cfg = Config.fromfile(ROOT / path)
     enc = cfg.model.video_encoder
     assert enc.num_frames == frames
-    schedule = MergeSchedule(12, enc.num_frames, 50, enc.merge_layers, enc.clips_per_merge,
-                             enc.cross_clip_ratio, enc.intra_clip_ratio, enc.imgme_r)
+    schedule = MergeSchedule(12, enc.num_frames, 50, **MergeSchedule.settings_of(enc))
     assert schedule.output_clips == 1
     assert schedule.output_tokens_per_video == {12: 97, 64: 500}[frames]
     for split, name in zip(('train', 'val', 'test'), files):
@@ -605,3 +593,22 @@ def test_readme_exists_and_names_every_converter():
     for name in ('msrvtt', 'didemo', 'activitynet', 'lsmdc', 'msvd'):
         assert f'tools/data/{name}/convert_annotations.py' in text
     assert 'tools/data/make_synthetic.py' in text
+
+
+def test_data_tools_import_without_the_training_stack():
+    """Converters and the generator answer --help at once: importing them loads neither
+    torch nor mmengine (the training stack takes seconds to import)."""
+    modules = ['tools.data.conversion', 'tools.data.synthetic', 'tools.data.make_synthetic'] + [
+        f'tools.data.{name}.convert_annotations'
+        for name in ('msrvtt', 'msvd', 'lsmdc', 'didemo', 'activitynet')]
+    code = ('import importlib, sys\n'
+            f'for name in {modules!r}:\n'
+            '    importlib.import_module(name)\n'
+            'print(sorted({"torch", "mmengine", "mmaction"} & set(sys.modules)))')
+    run = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == '[]'
+    help_run = subprocess.run([sys.executable, 'tools/data/msvd/convert_annotations.py', '--help'],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert help_run.returncode == 0 and '--video-root' in help_run.stdout

@@ -1,5 +1,4 @@
 """`make demo`'s driver on a tiny generated benchmark, shortened to one epoch."""
-import importlib.util
 import json
 import re
 import subprocess
@@ -8,6 +7,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from tools import demo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,9 +94,6 @@ def test_demo_can_evaluate_on_the_validation_split(tmp_path):
 
 
 def test_config_overrides_apply_to_what_the_demo_reads_from_the_config():
-    spec = importlib.util.spec_from_file_location('demo', ROOT / 'tools' / 'demo.py')
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
     cfg = demo._load_config('configs/tempme_synthetic.py', [
         'model.clip.arch.vision_cfg.mlp_ratio=4.0', 'train_cfg.max_epochs=2'])
     assert cfg.model.clip.arch.vision_cfg.mlp_ratio == 4.0 and cfg.train_cfg.max_epochs == 2

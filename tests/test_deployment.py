@@ -37,8 +37,7 @@ def _small(layers, **encoder):
             **{f'model.video_encoder.{k}': v for k, v in encoder.items()}}
 
 
-NO_MERGING = _small(4, merge_layers=(), clips_per_merge=(), imgme_r=0,
-                    temporal_embedding=False)
+NO_MERGING = _small(4, merge='none')
 OTHER_SCHEDULE = _small(5, merge_layers=(2, 3), clips_per_merge=(3, 2), imgme_r=3,
                         cross_clip_ratio=0.2, intra_clip_ratio=0.15)
 

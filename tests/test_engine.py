@@ -101,8 +101,7 @@ def test_every_config_loads_with_a_valid_schedule(path):
     enc = cfg.model.video_encoder
     tokens = 50 if cfg.model.clip.arch in ('ViT-B-32', ) or isinstance(
         cfg.model.clip.arch, dict) else 197
-    schedule = MergeSchedule(12, enc.num_frames, tokens, enc.merge_layers, enc.clips_per_merge,
-                             enc.cross_clip_ratio, enc.intra_clip_ratio, enc.imgme_r)
+    schedule = MergeSchedule(12, enc.num_frames, tokens, **MergeSchedule.settings_of(enc))
     assert schedule.layers[-1].cls_out * schedule.output_clips == enc.num_frames
     assert cfg.custom_imports.imports == ['projects.tempme']
     for split in ('train', 'val', 'test'):

@@ -24,6 +24,32 @@ def test_plain_and_tome_only_are_schedules():
     assert all(p.kind == 'imgme' for p in tome.layers)
 
 
+def test_presets_name_the_three_settings():
+    assert MergeSchedule.preset('tempme') == dict(
+        merge_layers=(8, 9, 10), clips_per_merge=(2, 2, 3), cross_clip_ratio=0.3,
+        intra_clip_ratio=0.1, imgme_r=2)
+    assert MergeSchedule(12, 12, 50, **MergeSchedule.preset()).output_tokens_per_video == 97
+    tome = MergeSchedule(12, 12, 50, **MergeSchedule.preset('tome'))
+    assert tome.tokens_per_video() == [600 - 24 * k for k in range(13)]
+    tome3 = MergeSchedule(12, 12, 50, **MergeSchedule.preset('tome', imgme_r=3))
+    assert tome3.output_tokens_per_video == 12 * (50 - 36)
+    assert MergeSchedule(12, 12, 50, **MergeSchedule.preset('none')) == MergeSchedule.plain(
+        12, 12, 50)
+    with pytest.raises(ValueError, match=r"unknown merge preset 'tome2'.*'none', 'tempme'"):
+        MergeSchedule.preset('tome2')
+    with pytest.raises(ValueError, match=r"unknown merge setting\(s\) \['r'\]"):
+        MergeSchedule.preset('tome', r=4)
+
+
+def test_settings_of_an_encoder_config_put_its_fields_over_its_preset():
+    assert MergeSchedule.settings_of(dict(type='TempMeViT', num_frames=12)) == \
+        MergeSchedule.preset('tempme')
+    assert MergeSchedule.settings_of(dict(merge='tempme', clips_per_merge=(4, 4, 4),
+                                          imgme_r=None)) == \
+        MergeSchedule.preset('tempme', clips_per_merge=(4, 4, 4))
+    assert MergeSchedule.settings_of(dict(merge='none', imgme_r=2)) == MergeSchedule.preset('tome')
+
+
 def test_per_layer_r_and_caps():
     schedule = MergeSchedule(4, 4, 10, merge_layers=(2, ), clips_per_merge=(4, ),
                              cross_clip_ratio=0.9, intra_clip_ratio=0.9, imgme_r=(1, 2))

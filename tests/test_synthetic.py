@@ -1,30 +1,18 @@
 """Tests of the synthetic order-sensitive benchmark and its generator script."""
-import importlib.util
 import json
 import os
 import re
-import sys
 from pathlib import Path
 
 import decord
 import numpy as np
 import pytest
 
+from tools.data import make_synthetic as cli
+from tools.data import synthetic as syn
+
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def _load(name, path):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-# Loaded by path, as the script does: the package __init__ files import mmaction2.
-syn = _load('tempme_synthetic', 'projects/tempme/datasets/synthetic.py')
-cli = _load('tempme_make_synthetic', 'tools/data/make_synthetic.py')
 
 TINY = ['--num-train', '6', '--num-val', '4', '--num-test', '16', '--frames', '8',
         '--size', '64', '--captions-per-video', '3', '--seed', '3']

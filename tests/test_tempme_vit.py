@@ -53,8 +53,25 @@ def test_plain_schedule_is_per_frame_clip(tiny_clip):
     torch.testing.assert_close(ours, frames, atol=1e-5, rtol=1e-5)
 
 
+def test_presets_build_the_schedules_of_their_fields(tiny_clip):
+    fields = dict(tome=dict(merge_layers=(), clips_per_merge=(), imgme_r=2),
+                  none=dict(merge_layers=(), clips_per_merge=(), imgme_r=0))
+    for preset, explicit in fields.items():
+        a = MODELS.build(dict(type='TempMeViT', clip=tiny_clip, merge=preset))
+        b = MODELS.build(dict(type='TempMeViT', clip=tiny_clip, **explicit))
+        assert a.schedule.tokens_per_video() == b.schedule.tokens_per_video()
+        assert a.state_dict().keys() == b.state_dict().keys()
+    default = MODELS.build(dict(type='TempMeViT', clip=tiny_clip))
+    assert default.schedule.output_tokens_per_video == 97
+    # the input geometry tools read: 12 frames of 112 px (7 x 7 patches of 16 px)
+    assert default.input_shape == (12, 3, 112, 112) and default.image_size == 112
+    with pytest.raises(ValueError, match='unknown merge preset'):
+        MODELS.build(dict(type='TempMeViT', clip=tiny_clip, merge='clipme'))
+
+
 @pytest.mark.parametrize('schedule', [
     dict(),
+    dict(merge='tome', imgme_r=3),
     dict(merge_layers=(), clips_per_merge=(), imgme_r=3),
     dict(merge_layers=(2, 5, 7, 11), clips_per_merge=(2, 3, 2, 1), imgme_r=(1, 4)),
     dict(merge_layers=(0, ), clips_per_merge=(12, ), cross_clip_ratio=0.5,

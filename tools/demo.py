@@ -103,10 +103,9 @@ def _cost(cfg: 'Config') -> Dict[str, float]:
     from projects.tempme.profiling import video_gmacs
     model = MODELS.build(cfg.model)
     encoder = model.video_encoder
-    image_size = cfg.model.clip.arch['vision_cfg']['image_size']
     return dict(input_tokens=encoder.schedule.tokens_per_video()[0],
                 output_tokens=encoder.schedule.output_tokens_per_video,
-                gmacs_per_video=video_gmacs(encoder, image_size))
+                gmacs_per_video=video_gmacs(encoder))
 
 
 def twin_win_rate(sim: torch.Tensor, caption_to_video: torch.Tensor, captions: List[int],

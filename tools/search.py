@@ -29,8 +29,7 @@ from mmengine.config import Config, DictAction
 from tqdm import tqdm
 
 from projects.tempme.apis.inference import (LoadedRetriever, VideoReader, check_frames, describe,
-                                            encode_texts, encode_videos, expected_frames_shape,
-                                            init_retriever)
+                                            encode_texts, encode_videos, init_retriever)
 from projects.tempme.config_checks import check_data_fits_model
 from projects.tempme_deploy.onnx_retriever import ExportFormatError, OnnxRetriever
 from projects.tempme_deploy.search import (FileStat, IndexBusyError, IndexModelMismatch, VideoIndex,
@@ -59,7 +58,7 @@ def torch_encoder(config: str, checkpoint: Optional[str], cfg_options: Optional[
         feats = encode_videos(loaded, [f.to(device) for f in frames])
         return feats.float().cpu().numpy()
 
-    return IndexEncoder(VideoReader(loaded.cfg), expected_frames_shape(loaded), encode, model)
+    return IndexEncoder(VideoReader(loaded.cfg), loaded.encoder.input_shape, encode, model)
 
 
 def onnx_encoder(export_dir: str) -> IndexEncoder:

@@ -13,6 +13,9 @@ default_hooks = dict(
     sampler_seed=dict(type='DistSamplerSeedHook'),
     # A checkpoint that does not fit the model fails with its missing/unexpected keys.
     strict_load=dict(type='StrictLoadHook'),
+    # The pipeline's clip_len / crop must match the encoder's num_frames / image size, in
+    # every tool (mmaction2's too): checked before the first step, naming both fields.
+    data_fits_model=dict(type='DataFitsModelHook'),
 )
 custom_hooks = [
     dict(type='PEFTCheckpointHook', adapter_only=True),

@@ -19,13 +19,12 @@ def count_gmacs(module: nn.Module, *inputs: torch.Tensor) -> float:
     return counter.get_total_flops() / 2e9
 
 
-def video_gmacs(encoder: nn.Module, image_size: int) -> float:
-    """GMACs per video of a video encoder taking (1, frames, 3, size, size)."""
+def video_gmacs(encoder: nn.Module) -> float:
+    """GMACs per video of a video encoder, on one video of its ``input_shape``."""
     was_training = encoder.training
     encoder.eval()
     try:
-        return count_gmacs(encoder, torch.zeros(1, encoder.num_frames, 3, image_size,
-                                                image_size))
+        return count_gmacs(encoder, torch.zeros(1, *encoder.input_shape))
     finally:
         encoder.train(was_training)
 

@@ -33,20 +33,19 @@ import os.path as osp
 import platform
 import statistics
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
 import projects.tempme  # noqa: F401  (compatibility fixes + registration)
+from projects.tempme.merging import MergeSchedule
 from projects.tempme.models import TempMeRetriever
 from projects.tempme.profiling import (interleaved_timings, median_ratio, peak_memory_bytes,
                                        tensor_bytes, video_gmacs)
 
 METHODS = ('plain', 'tome', 'tempme')
 #: The TempMe recipe's encoder (configs/_base_/models/tempme_vit_b32.py).
-TEMPME_ENCODER = dict(type='TempMeViT', num_frames=12, merge_layers=(8, 9, 10),
-                      clips_per_merge=(2, 2, 3), cross_clip_ratio=0.3,
-                      intra_clip_ratio=0.1, imgme_r=2, temporal_embedding=True,
+TEMPME_ENCODER = dict(type='TempMeViT', merge='tempme', temporal_embedding=True,
                       prop_attn=True)
 GEOMETRIES = {'ViT-B/32': 'ViT-B-32', 'ViT-B/16': 'ViT-B-16'}
 #: Default (training batch, timed rounds, timed training rounds) per geometry on CPU,
@@ -92,13 +91,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 # -- models ---------------------------------------------------------------------------
 def method_encoders(tempme: dict) -> Dict[str, dict]:
-    """The three video encoder configs compared, derived from one TempMe config."""
+    """The three video encoder configs compared, derived from one TempMe config: the
+    ``none`` and ``tome`` merge presets (ToMe with the TempMe config's ``imgme_r``)."""
     common = dict(type=tempme.get('type', 'TempMeViT'), num_frames=tempme['num_frames'])
     return dict(
-        plain=dict(common, merge_layers=(), clips_per_merge=(), imgme_r=0,
-                   temporal_embedding=False),
-        tome=dict(common, merge_layers=(), clips_per_merge=(),
-                  imgme_r=tempme.get('imgme_r', 2), temporal_embedding=False,
+        plain=dict(common, merge='none'),
+        tome=dict(common, merge='tome', imgme_r=MergeSchedule.settings_of(tempme)['imgme_r'],
                   prop_attn=tempme.get('prop_attn', True)),
         tempme=dict(tempme))
 
@@ -144,12 +142,6 @@ def build_model(spec: dict, method: str, peft: bool, seed: int) -> TempMeRetriev
         train_mode='peft' if peft else 'full', data_preprocessor=None)
 
 
-def image_size_of(model: TempMeRetriever) -> int:
-    """Input resolution of the vision tower: patch grid x patch size."""
-    grid = round((model.video_encoder.schedule.tokens_per_frame - 1) ** 0.5)
-    return grid * model.video_encoder.conv1.stride[0]
-
-
 # -- measurements ---------------------------------------------------------------------
 def static_figures(model: TempMeRetriever) -> dict:
     """Tokens, GMACs and parameter counts of one model (no timing)."""
@@ -157,9 +149,9 @@ def static_figures(model: TempMeRetriever) -> dict:
     tokens = encoder.schedule.tokens_per_video()
     return dict(
         input_tokens=tokens[0], tokens_per_layer=tokens[1:], output_tokens=tokens[-1],
-        gmacs=video_gmacs(encoder, image_size_of(model)),
+        gmacs=video_gmacs(encoder),
         total_params=sum(p.numel() for n, p in model.named_parameters() if 'lora_' not in n),
-        num_frames=encoder.num_frames, image_size=image_size_of(model))
+        num_frames=encoder.num_frames, image_size=encoder.image_size)
 
 
 def _sync(device: torch.device) -> Callable[[], None]:
@@ -176,10 +168,10 @@ def latency(models: Dict[str, TempMeRetriever], args: argparse.Namespace,
         model.eval()
         encoder = torch.compile(model.video_encoder) if args.compile else model.video_encoder
         encoders[m] = (lambda encoder, head: lambda v: head(encoder(v)))(encoder, model.head)
-    size = image_size_of(next(iter(models.values())))
+    shape = next(iter(models.values())).video_encoder.input_shape
     out = {m: {} for m in models}
     for i, batch in enumerate(args.batch_sizes):
-        video = torch.randn(batch, args.num_frames, 3, size, size, device=device)
+        video = torch.randn(batch, *shape, device=device)
 
         def call(encode):
             def run():
@@ -199,12 +191,12 @@ def latency(models: Dict[str, TempMeRetriever], args: argparse.Namespace,
     return out
 
 
-def _train_inputs(batch: int, args: argparse.Namespace, size: int, vocab: int,
+def _train_inputs(batch: int, args: argparse.Namespace, shape: Tuple[int, ...], vocab: int,
                   device: torch.device) -> dict:
     generator = torch.Generator().manual_seed(args.seed)
     text = torch.randint(1, vocab - 1, (batch, args.context_length), generator=generator)
     text[:, -1] = vocab - 1  # end-of-text: the highest id, where CLIP pools
-    video = torch.randn(batch, args.num_frames, 3, size, size, generator=generator)
+    video = torch.randn(batch, *shape, generator=generator)
     return dict(video=video.to(device), text=text.to(device))
 
 
@@ -236,7 +228,7 @@ def training(models: Dict[str, TempMeRetriever], args: argparse.Namespace,
     for m, model in models.items():
         model.train()
         optimizer = _optimizer(model)
-        inputs = _train_inputs(batch, args, image_size_of(model),
+        inputs = _train_inputs(batch, args, model.video_encoder.input_shape,
                                model.text_encoder.token_embedding.num_embeddings, device)
 
         def step(model=model, optimizer=optimizer, inputs=inputs):

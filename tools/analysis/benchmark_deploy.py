@@ -44,8 +44,7 @@ from projects.tempme_deploy.search import FileStat, VideoIndex
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 #: plain CLIP: the same encoder with nothing merged
-PLAIN = {'model.video_encoder.merge_layers': (), 'model.video_encoder.clips_per_merge': (),
-         'model.video_encoder.imgme_r': 0, 'model.video_encoder.temporal_embedding': False}
+PLAIN = {'model.video_encoder.merge': 'none'}
 QUERY = 'a man in a red shirt is playing a guitar on stage'
 
 
@@ -229,9 +228,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                                 cfg_options={'model.clip.weights': None, **options})
         deployed = deployable_model(loaded.model)
         encoder = deployed.video_encoder
-        size = encoder.conv1.weight.shape[-1] * round(
-            (encoder.positional_embedding.shape[0] - 1) ** 0.5)
-        gmacs[method] = video_gmacs(encoder, size)
+        gmacs[method] = video_gmacs(encoder, encoder.image_size)
         export_dir = osp.join(args.out, method)
         parity[method] = export_onnx(loaded, export_dir, log=lambda m: log(f'  {m}'))['parity']
         models[method] = dict(loaded=loaded, video=VideoEmbedder(deployed).eval(),

@@ -199,13 +199,13 @@ def visualize(config: str, video: str, out: str, checkpoint: Optional[str] = Non
               cfg_options: Optional[dict] = None, cols: int = 6, scale: int = 0,
               alpha: float = 1.0, device: str = 'cpu') -> dict:
     """Draw the merge grid of ``video`` into ``out``; returns labels, layout and counts."""
-    from projects.tempme.apis.inference import (VideoReader, check_frames, expected_frames_shape,
-                                                init_retriever, preprocess_videos)
+    from projects.tempme.apis.inference import (VideoReader, check_frames, init_retriever,
+                                                preprocess_videos)
     from projects.tempme.profiling import count_gmacs
 
     loaded = init_retriever(config, checkpoint, device=device, cfg_options=cfg_options)
     frames = VideoReader(loaded.cfg)(video)
-    check_frames(expected_frames_shape(loaded), frames, video)
+    check_frames(loaded.encoder.input_shape, frames, video)
     encoder = loaded.encoder
     inputs = preprocess_videos(loaded, [frames])
     with torch.no_grad():

@@ -7,11 +7,10 @@ An output directory whose meta.json records the same arguments is reused as is.
 
     python tools/data/make_synthetic.py --out data/synthetic --seed 0
 
-The scene logic lives in ``projects/tempme/datasets/synthetic.py``; it is loaded from
-its file so that generating data does not import the mmaction2 stack.
+The scene logic lives in :mod:`tools.data.synthetic` (numpy and OpenCV only), so
+generating data does not import the training stack.
 """
 import argparse
-import importlib.util
 import json
 import os
 import re
@@ -23,21 +22,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-_MODULE = Path(__file__).resolve().parents[2] / 'projects/tempme/datasets/synthetic.py'
-
-
-def _load_synthetic():
-    """Import the generator's pure module by path (its package pulls in mmaction2)."""
-    name = 'tempme_synthetic'
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, _MODULE)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-synthetic = _load_synthetic()
+from tools.data import synthetic
 
 SPLITS = ('train', 'val', 'test')
 VIDEO_DIR = 'videos'

@@ -1,5 +1,6 @@
-# TempMe on CLIP ViT-B/32: ImgMe r=2 on layers 0-7, ClipMe on 8-9-10 grouping 2-2-3
-# clips with 30% cross-clip and 10% intra-clip merging, LoRA rank 8 on both towers.
+# TempMe on CLIP ViT-B/32, LoRA rank 8 on both towers. The merge setting is the 'tempme'
+# preset of MergeSchedule (projects/tempme/merging/schedule.py); its fields (merge_layers,
+# clips_per_merge, cross_clip_ratio, intra_clip_ratio, imgme_r) set here override it.
 model = dict(
     type='TempMeRetriever',
     # OpenAI's ViT-B-32.pt (or any open_clip / safetensors file of that architecture).
@@ -7,11 +8,7 @@ model = dict(
     video_encoder=dict(
         type='TempMeViT',
         num_frames=12,
-        merge_layers=(8, 9, 10),
-        clips_per_merge=(2, 2, 3),
-        cross_clip_ratio=0.3,
-        intra_clip_ratio=0.1,
-        imgme_r=2,
+        merge='tempme',
         temporal_embedding=True,
         prop_attn=True),
     head=dict(type='MeanCLSHead'),

@@ -21,6 +21,7 @@ from mmengine.registry import DefaultScope
 
 from ..checkpoint import (compare_state_dicts, fill_adapter_state, format_mismatch,
                           safe_load_checkpoint, state_dict_of, strip_ddp_prefix)
+from ..config_checks import check_data_fits_model
 from ..datasets.transforms import tokenize_captions
 
 #: Pipeline steps that prepare captions or pack training samples, not frames.
@@ -56,9 +57,11 @@ def init_retriever(config: Union[str, Config], checkpoint: Optional[str] = None,
 
     Without a checkpoint the model keeps the configured CLIP weights
     (``model.clip.weights``). Random initialisation (no weight file) is seeded with
-    ``seed``, so two processes build the same model, which an index relies on.
+    ``seed``, so two processes build the same model, which an index relies on. A test
+    pipeline that cannot feed the encoder fails here, naming the fields.
     """
     cfg = load_config(config, cfg_options)
+    check_data_fits_model(cfg)
     torch.manual_seed(seed)
     with DefaultScope.overwrite_default_scope('mmaction'):
         model = MODELS.build(cfg.model)
@@ -146,14 +149,6 @@ class VideoReader:
             raise ValueError(f'{path}: the pipeline gave frames of shape {frames.shape} '
                              f'({frames.dtype}), expected uint8 (T, H, W, 3)')
         return torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))
-
-
-def expected_frames_shape(loaded: LoadedRetriever) -> tuple:
-    """(T, 3, H, W) the video encoder takes."""
-    encoder = loaded.encoder
-    size = encoder.conv1.weight.shape[-1] * int(round(
-        (encoder.positional_embedding.shape[0] - 1) ** 0.5))
-    return (encoder.num_frames, 3, size, size)
 
 
 def check_frames(expected: Sequence[int], frames: torch.Tensor, path: str) -> None:

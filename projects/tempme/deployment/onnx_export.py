@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from ...tempme_deploy.tokenizer import clip_tokenizer_json
-from ..apis.inference import (LoadedRetriever, caption_context_length, expected_frames_shape,
-                              model_fingerprint, video_pipeline_config)
+from ..apis.inference import (LoadedRetriever, caption_context_length, model_fingerprint,
+                              video_pipeline_config)
 from .embedders import TextEmbedder, VideoEmbedder, deployable_model
 from .parity import compare_embeddings, merge_margins
 
@@ -54,7 +54,7 @@ def export_onnx(loaded: LoadedRetriever, out_dir: str, check_batch: int = 8, see
     """
     import onnxruntime as ort
     model = deployable_model(loaded.model).cpu().float()
-    frames_shape = expected_frames_shape(loaded)
+    frames_shape = loaded.encoder.input_shape
     context = caption_context_length(loaded.cfg)
     info = _describe(loaded, model, frames_shape, context)
     parent = os.path.dirname(os.path.abspath(out_dir))

@@ -13,10 +13,13 @@ validation. Counts are per clip and include the CLS tokens, following the refere
 
 Every bipartite step is capped at half the patch tokens, as one step cannot remove
 more. With no merge layers and ``r = 0`` the plan is plain per-frame CLIP; with no
-merge layers and ``r > 0`` it is ToMe applied to each frame.
+merge layers and ``r > 0`` it is ToMe applied to each frame. :meth:`MergeSchedule.preset`
+names these three settings (``'tempme'``, ``'tome'``, ``'none'``); the encoder, the
+configs and the benchmark take them from there, so TempMe's numbers are written once
+(the field defaults below).
 """
-from dataclasses import dataclass
-from typing import List, Tuple, Union
+from dataclasses import dataclass, fields
+from typing import Any, Dict, List, Mapping, Tuple, Union
 
 from .matching import max_merge
 
@@ -55,6 +58,11 @@ class LayerPlan:
         return 'clipme' if self.group > 1 else 'imgme'
 
 
+#: The fields that say how a schedule merges; the others are the encoder's geometry.
+MERGE_FIELDS = ('merge_layers', 'clips_per_merge', 'cross_clip_ratio', 'intra_clip_ratio',
+                'imgme_r')
+
+
 @dataclass(frozen=True)
 class MergeSchedule:
     """A validated merge schedule for ``num_layers`` blocks over ``num_frames`` frames.
@@ -88,6 +96,34 @@ class MergeSchedule:
             object.__setattr__(self, 'imgme_r', tuple(self.imgme_r))
         self._validate_fields()
         object.__setattr__(self, '_layers', tuple(self._plan()))
+
+    @classmethod
+    def preset(cls, name: str = 'tempme', **overrides: Any) -> Dict[str, Any]:
+        """The merge fields of a named setting, with ``overrides`` on top.
+
+        * ``'tempme'``: TempMe (ImgMe ``r = 2`` on layers 0-7, ClipMe on layers 8-9-10
+          grouping 2-2-3 clips, 30% cross-clip and 10% intra-clip merging);
+        * ``'tome'``: ToMe inside each frame at every layer, ``imgme_r`` tokens (TempMe's
+          ``r`` unless overridden), nothing merged across frames;
+        * ``'none'``: no merging, plain per-frame CLIP.
+        """
+        defaults = {f.name: f.default for f in fields(cls) if f.name in MERGE_FIELDS}
+        none = dict(merge_layers=(), clips_per_merge=(), cross_clip_ratio=0.0,
+                    intra_clip_ratio=0.0, imgme_r=0)
+        presets = dict(tempme=defaults, tome=dict(none, imgme_r=defaults['imgme_r']), none=none)
+        if name not in presets:
+            raise ValueError(f'unknown merge preset {name!r}; expected one of {sorted(presets)}')
+        unknown = sorted(set(overrides) - set(MERGE_FIELDS))
+        if unknown:
+            raise ValueError(f'unknown merge setting(s) {unknown}; a preset takes {MERGE_FIELDS}')
+        return dict(presets[name], **overrides)
+
+    @classmethod
+    def settings_of(cls, encoder: Mapping[str, Any]) -> Dict[str, Any]:
+        """The merge fields a ``TempMeViT`` config asks for: its ``merge`` preset
+        (``'tempme'`` when absent) with the fields it sets (not ``None``) on top."""
+        overrides = {k: encoder[k] for k in MERGE_FIELDS if encoder.get(k) is not None}
+        return cls.preset(encoder.get('merge') or 'tempme', **overrides)
 
     # -- validation ---------------------------------------------------------------
     def _validate_fields(self) -> None:
@@ -186,4 +222,4 @@ class MergeSchedule:
     @classmethod
     def plain(cls, num_layers: int, num_frames: int, tokens_per_frame: int) -> 'MergeSchedule':
         """No merging: per-frame CLIP."""
-        return cls(num_layers, num_frames, tokens_per_frame, (), (), 0.0, 0.0, 0)
+        return cls(num_layers, num_frames, tokens_per_frame, **cls.preset('none'))

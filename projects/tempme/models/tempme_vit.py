@@ -104,8 +104,11 @@ class TempMeViT(nn.Module):
         clip: an open_clip ``VisionTransformer`` (taken over, not copied), or a dict for
             :func:`~projects.tempme.models.clip_loading.build_open_clip`.
         num_frames: frames per video.
+        merge: the merge setting, a :meth:`~projects.tempme.merging.MergeSchedule.preset`
+            name: ``'tempme'``, ``'tome'`` (ToMe inside each frame) or ``'none'``.
         merge_layers, clips_per_merge, cross_clip_ratio, intra_clip_ratio, imgme_r:
-            the merge schedule, see :class:`~projects.tempme.merging.MergeSchedule`.
+            set on top of the preset (``None``: the preset's); see
+            :class:`~projects.tempme.merging.MergeSchedule`.
         temporal_embedding: learn one embedding per clip at each ClipMe layer.
         prop_attn: proportional attention (log of the token sizes added to the logits).
         temporal_init_std: initial std of the temporal embeddings. TempMe starts them at
@@ -118,9 +121,11 @@ class TempMeViT(nn.Module):
     """
 
     def __init__(self, clip: Union[nn.Module, dict], num_frames: int = 12,
-                 merge_layers: Sequence[int] = (8, 9, 10),
-                 clips_per_merge: Sequence[int] = (2, 2, 3), cross_clip_ratio: float = 0.3,
-                 intra_clip_ratio: float = 0.1, imgme_r: Union[int, Sequence[int]] = 2,
+                 merge: str = 'tempme', merge_layers: Optional[Sequence[int]] = None,
+                 clips_per_merge: Optional[Sequence[int]] = None,
+                 cross_clip_ratio: Optional[float] = None,
+                 intra_clip_ratio: Optional[float] = None,
+                 imgme_r: Union[None, int, Sequence[int]] = None,
                  temporal_embedding: bool = True, prop_attn: bool = True,
                  temporal_init_std: float = 0.0,
                  compile: Union[bool, dict] = False) -> None:
@@ -130,11 +135,15 @@ class TempMeViT(nn.Module):
             clip = build_open_clip(**clip).visual
         visual = _check_visual(clip)
         grid_h, grid_w = visual.grid_size
+        settings = MergeSchedule.settings_of(dict(
+            merge=merge, merge_layers=merge_layers, clips_per_merge=clips_per_merge,
+            cross_clip_ratio=cross_clip_ratio, intra_clip_ratio=intra_clip_ratio,
+            imgme_r=imgme_r))
         self.schedule = MergeSchedule(
             num_layers=len(visual.transformer.resblocks), num_frames=num_frames,
-            tokens_per_frame=grid_h * grid_w + 1, merge_layers=merge_layers,
-            clips_per_merge=clips_per_merge, cross_clip_ratio=cross_clip_ratio,
-            intra_clip_ratio=intra_clip_ratio, imgme_r=imgme_r)
+            tokens_per_frame=grid_h * grid_w + 1, **settings)
+        patch_h, patch_w = visual.conv1.kernel_size
+        self.frame_size = (grid_h * patch_h, grid_w * patch_w)
         self.conv1 = visual.conv1
         self.class_embedding = visual.class_embedding
         self.positional_embedding = visual.positional_embedding
@@ -150,6 +159,16 @@ class TempMeViT(nn.Module):
     @property
     def num_frames(self) -> int:
         return self.schedule.num_frames
+
+    @property
+    def image_size(self) -> int:
+        """Side of the (square) frames the encoder takes: patch grid x patch size."""
+        return self.frame_size[0]
+
+    @property
+    def input_shape(self) -> Tuple[int, int, int, int]:
+        """(T, 3, H, W) of one video, for tools that make or check inputs."""
+        return (self.num_frames, 3) + tuple(self.frame_size)
 
     def embed_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) -> (N, 1 + patches, C) tokens after ``ln_pre``."""

@@ -15,7 +15,7 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from projects.tempme.datasets import annotation_tools as tools
+from tools.data import conversion
 
 SPLITS = {'lsmdc_train.json': 'LSMDC16_annos_training.csv',
           'lsmdc_val.json': 'LSMDC16_annos_val.csv',
@@ -28,27 +28,27 @@ def movie_folder(clip_id: str) -> str:
     return movie if sep and movie else ''
 
 
-def clip_entries(path: str) -> List['tools.VideoEntry']:
+def clip_entries(path: str) -> List['conversion.VideoEntry']:
     captions: Dict[str, List[str]] = {}
-    for line, fields in tools.read_tsv_rows(path, 6):
+    for line, fields in conversion.read_tsv_rows(path, 6):
         clip_id = fields[0].strip()
         where = f'{path}, line {line} (clip {clip_id!r})'
         if not movie_folder(clip_id):
-            raise tools.ConversionError(f'{where}: clip id has no movie prefix')
-        captions.setdefault(clip_id, []).append(tools.clean_caption(fields[5], where))
-    return [tools.VideoEntry(clip_id, (f'{movie_folder(clip_id)}/{clip_id}.avi',
-                                       f'{clip_id}.avi'), sentences)
+            raise conversion.ConversionError(f'{where}: clip id has no movie prefix')
+        captions.setdefault(clip_id, []).append(conversion.clean_caption(fields[5], where))
+    return [conversion.VideoEntry(clip_id, (f'{movie_folder(clip_id)}/{clip_id}.avi',
+                                            f'{clip_id}.avi'), sentences)
             for clip_id, sentences in captions.items()]
 
 
-def build_splits(src: str) -> Dict[str, List['tools.VideoEntry']]:
+def build_splits(src: str) -> Dict[str, List['conversion.VideoEntry']]:
     return {out: clip_entries(os.path.join(src, name)) for out, name in SPLITS.items()}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     src_help = 'folder with ' + ', '.join(SPLITS.values())
-    return tools.converter_main(__doc__, src_help, 'data/lsmdc/videos', 'data/lsmdc/annotations',
-                                build_splits, argv)
+    return conversion.converter_main(__doc__, src_help, 'data/lsmdc/videos',
+                                     'data/lsmdc/annotations', build_splits, argv)
 
 
 if __name__ == '__main__':

@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from projects.tempme.datasets import annotation_tools as tools
+from tools.data import conversion
 
 TRAIN_SPLITS = {'msrvtt_train_9k.json': 'MSRVTT_train.9k.csv',
                 'msrvtt_train_7k.json': 'MSRVTT_train.7k.csv'}
@@ -24,16 +24,17 @@ SENTENCES = 'MSRVTT_data.json'
 
 def load_sentences(path: str) -> Dict[str, List[str]]:
     """``video_id -> captions`` in file order, from ``MSRVTT_data.json``."""
-    data = tools.read_json(path)
+    data = conversion.read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get('sentences'), list):
-        raise tools.ConversionError(f'{path}: expected an object with a "sentences" list')
+        raise conversion.ConversionError(f'{path}: expected an object with a "sentences" list')
     captions: Dict[str, List[str]] = {}
     for i, item in enumerate(data['sentences']):
         where = f'{path}: sentences[{i}]'
         if not isinstance(item, dict) or not isinstance(item.get('video_id'), str):
-            raise tools.ConversionError(f'{where}: expected an object with a "video_id" string')
+            raise conversion.ConversionError(
+                f'{where}: expected an object with a "video_id" string')
         where += f' (video {item["video_id"]})'
-        caption = tools.clean_caption(item.get('caption'), where)
+        caption = conversion.clean_caption(item.get('caption'), where)
         captions.setdefault(item['video_id'], []).append(caption)
     return captions
 
@@ -44,35 +45,35 @@ def _unique_ids(path: str, rows: Sequence[Dict[str, str]]) -> List[str]:
     for row in rows:
         video_id = row['video_id'].strip()
         if video_id in seen:
-            raise tools.ConversionError(f'{path}: video {video_id} is listed twice')
+            raise conversion.ConversionError(f'{path}: video {video_id} is listed twice')
         seen.add(video_id)
         ids.append(video_id)
     return ids
 
 
 def train_entries(csv_path: str, sentences_path: str,
-                  sentences: Dict[str, List[str]]) -> List['tools.VideoEntry']:
-    ids = _unique_ids(csv_path, tools.read_csv_rows(csv_path, ['video_id']))
+                  sentences: Dict[str, List[str]]) -> List['conversion.VideoEntry']:
+    ids = _unique_ids(csv_path, conversion.read_csv_rows(csv_path, ['video_id']))
     entries = []
     for video_id in ids:
         if video_id not in sentences:
-            raise tools.ConversionError(
+            raise conversion.ConversionError(
                 f'{csv_path}: video {video_id} has no caption in {sentences_path}')
-        entries.append(tools.VideoEntry(video_id, (f'{video_id}.mp4', ), sentences[video_id]))
+        entries.append(conversion.VideoEntry(video_id, (f'{video_id}.mp4', ), sentences[video_id]))
     return entries
 
 
-def test_entries(csv_path: str) -> List['tools.VideoEntry']:
-    rows = tools.read_csv_rows(csv_path, ['video_id', 'sentence'])
+def test_entries(csv_path: str) -> List['conversion.VideoEntry']:
+    rows = conversion.read_csv_rows(csv_path, ['video_id', 'sentence'])
     ids = _unique_ids(csv_path, rows)
     entries = []
     for video_id, row in zip(ids, rows):
-        caption = tools.clean_caption(row['sentence'], f'{csv_path}: video {video_id}')
-        entries.append(tools.VideoEntry(video_id, (f'{video_id}.mp4', ), [caption]))
+        caption = conversion.clean_caption(row['sentence'], f'{csv_path}: video {video_id}')
+        entries.append(conversion.VideoEntry(video_id, (f'{video_id}.mp4', ), [caption]))
     return entries
 
 
-def build_splits(src: str) -> Dict[str, List['tools.VideoEntry']]:
+def build_splits(src: str) -> Dict[str, List['conversion.VideoEntry']]:
     sentences_path = os.path.join(src, SENTENCES)
     sentences = load_sentences(sentences_path)
     splits = {}
@@ -87,8 +88,8 @@ def build_splits(src: str) -> Dict[str, List['tools.VideoEntry']]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     src_help = f'folder with {SENTENCES}, the train csv(s) and {TEST_CSV}'
-    return tools.converter_main(__doc__, src_help, 'data/msrvtt/videos/all',
-                                'data/msrvtt/annotations', build_splits, argv)
+    return conversion.converter_main(__doc__, src_help, 'data/msrvtt/videos/all',
+                                     'data/msrvtt/annotations', build_splits, argv)
 
 
 if __name__ == '__main__':

@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from projects.tempme.datasets import annotation_tools as tools
+from tools.data import conversion
 
 CAPTIONS = 'raw-captions.pkl'
 SPLITS = {'msvd_train.json': 'train_list.txt', 'msvd_val.json': 'val_list.txt',
@@ -23,48 +23,51 @@ SPLITS = {'msvd_train.json': 'train_list.txt', 'msvd_val.json': 'val_list.txt',
 
 def load_captions(path: str) -> Dict[str, List[str]]:
     """``video_id -> captions`` from the pickle; token lists are joined with spaces."""
-    data = tools.load_pickle_safely(path)
+    data = conversion.load_pickle_safely(path)
     if not isinstance(data, dict):
-        raise tools.ConversionError(f'{path}: expected a dict {{video_id: captions}}')
+        raise conversion.ConversionError(f'{path}: expected a dict {{video_id: captions}}')
     captions = {}
     for video_id, items in data.items():
         where = f'{path}: video {video_id!r}'
         if not isinstance(video_id, str) or not isinstance(items, (list, tuple)) or not items:
-            raise tools.ConversionError(f'{where}: expected a string id and a list of captions')
+            raise conversion.ConversionError(
+                f'{where}: expected a string id and a list of captions')
         texts = []
         for i, item in enumerate(items):
             if isinstance(item, (list, tuple)):
                 if not all(isinstance(token, str) for token in item):
-                    raise tools.ConversionError(f'{where}, caption {i}: tokens must be strings')
+                    raise conversion.ConversionError(
+                        f'{where}, caption {i}: tokens must be strings')
                 item = ' '.join(item)
-            texts.append(tools.clean_caption(item, f'{where}, caption {i}'))
+            texts.append(conversion.clean_caption(item, f'{where}, caption {i}'))
         captions[video_id] = texts
     return captions
 
 
-def build_splits(src: str) -> Dict[str, List['tools.VideoEntry']]:
+def build_splits(src: str) -> Dict[str, List['conversion.VideoEntry']]:
     captions_path = os.path.join(src, CAPTIONS)
     captions = load_captions(captions_path)
     splits = {}
     for out, list_name in SPLITS.items():
         list_path = os.path.join(src, list_name)
-        ids = tools.read_lines(list_path)
+        ids = conversion.read_lines(list_path)
         entries = []
         for video_id in ids:
             if video_id not in captions:
-                raise tools.ConversionError(
+                raise conversion.ConversionError(
                     f'{list_path}: video {video_id} has no captions in {captions_path}')
-            entries.append(tools.VideoEntry(video_id, (f'{video_id}.avi', ), captions[video_id]))
+            entries.append(
+                conversion.VideoEntry(video_id, (f'{video_id}.avi', ), captions[video_id]))
         if len(set(ids)) != len(ids):
-            raise tools.ConversionError(f'{list_path}: a video id is listed twice')
+            raise conversion.ConversionError(f'{list_path}: a video id is listed twice')
         splits[out] = entries
     return splits
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     src_help = f'folder with {CAPTIONS} and ' + ', '.join(SPLITS.values())
-    return tools.converter_main(__doc__, src_help, 'data/msvd/videos', 'data/msvd/annotations',
-                                build_splits, argv)
+    return conversion.converter_main(__doc__, src_help, 'data/msvd/videos',
+                                     'data/msvd/annotations', build_splits, argv)
 
 
 if __name__ == '__main__':

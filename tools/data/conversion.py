@@ -13,7 +13,8 @@ one per split; everything else lives here, so every dataset behaves the same way
 * malformed inputs fail with the file and the entry (:class:`ConversionError`);
 * pickled caption files are read without executing anything (:func:`load_pickle_safely`).
 
-Pure standard library, no mmengine.
+Pure standard library, no torch or mmengine on import, so a converter's ``--help`` is
+immediate.
 """
 import argparse
 import csv
@@ -27,7 +28,7 @@ from pathlib import Path, PurePosixPath
 from typing import (Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, TextIO,
                     Tuple)
 
-from ...tempme_deploy.video_files import VIDEO_EXTENSIONS
+from projects.tempme_deploy.video_files import VIDEO_EXTENSIONS
 
 
 class ConversionError(ValueError):
@@ -217,7 +218,7 @@ class VideoFileLookup:
     Built with one walk of the tree. :meth:`resolve` returns, for the first candidate
     that matches: the file itself; else a file with the same stem in the same folder,
     then anywhere under the root; among several, the one whose extension comes first in
-    :data:`VIDEO_EXTENSIONS`, then the first path in sorted order.
+    :func:`video_extensions`, then the first path in sorted order.
     """
 
     def __init__(self, root: str) -> None:
@@ -230,10 +231,11 @@ class VideoFileLookup:
         self.files = set()
         self._by_path_stem: Dict[str, List[str]] = {}
         self._by_name_stem: Dict[str, List[str]] = {}
+        extensions = VIDEO_EXTENSIONS
         for folder, _, names in os.walk(root, followlinks=True):
             rel_folder = os.path.relpath(folder, root)
             for name in names:
-                if os.path.splitext(name)[1].lower() not in VIDEO_EXTENSIONS:
+                if os.path.splitext(name)[1].lower() not in extensions:
                     continue
                 rel = Path(rel_folder, name).as_posix()  # Path drops a leading '.'
                 self.files.add(rel)

@@ -1,0 +1,1 @@
+"""Benchmarks and checks of configs, data pipelines, checkpoints and merging."""

@@ -1,0 +1,1 @@
+"""The activitynet annotation converter (see tools/data/README.md)."""

@@ -1,0 +1,1 @@
+"""The didemo annotation converter (see tools/data/README.md)."""

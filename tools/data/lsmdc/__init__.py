@@ -1,0 +1,1 @@
+"""The lsmdc annotation converter (see tools/data/README.md)."""

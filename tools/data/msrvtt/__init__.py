@@ -1,0 +1,1 @@
+"""The msrvtt annotation converter (see tools/data/README.md)."""

@@ -1,0 +1,1 @@
+"""The msvd annotation converter (see tools/data/README.md)."""
