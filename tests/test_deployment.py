@@ -5,6 +5,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -24,6 +26,7 @@ from projects.tempme.deployment.parity import compare_embeddings
 from projects.tempme.merging.matching import bipartite_soft_matching, decision_margins
 from projects.tempme_deploy.onnx_retriever import ExportFormatError, OnnxRetriever
 from projects.tempme_deploy.search import VideoIndex
+from projects.tempme_deploy.service import BatchingEncoder
 from projects.tempme_deploy.tokenizer import ClipTokenizer, clip_tokenizer_json
 from tools import search as search_tool
 
@@ -38,6 +41,7 @@ def _small(layers, **encoder):
 
 
 NO_MERGING = _small(4, merge='none')
+TOME_ONLY = _small(4, merge='tome', imgme_r=4)
 OTHER_SCHEDULE = _small(5, merge_layers=(2, 3), clips_per_merge=(3, 2), imgme_r=3,
                         cross_clip_ratio=0.2, intra_clip_ratio=0.15)
 
@@ -130,17 +134,21 @@ def test_tiny_export_matches_pytorch_through_the_lean_runtime(tiny_export):
         retriever.encode_videos(videos[:, :8].numpy())
 
 
-@pytest.mark.parametrize('options', [NO_MERGING, OTHER_SCHEDULE],
-                         ids=['no-merging', 'other-schedule'])
+@pytest.mark.parametrize('options', [NO_MERGING, TOME_ONLY, OTHER_SCHEDULE],
+                         ids=['no-merging', 'tome-only', 'other-schedule'])
 def test_other_schedules_export_within_tolerance(tmp_path, options):
     loaded = init_retriever(CONFIG, cfg_options=options)
     info = export_onnx(loaded, str(tmp_path / 'out'), check_batch=4, log=lambda _: None)
     assert info['parity']['video']['max_abs_diff'] <= 1e-4 or info['parity']['video']['flips']
     assert info['parity']['video']['min_cosine'] >= 0.9999
-    merges = len(loaded.encoder.schedule.tokens_per_video()) - 1
-    assert info['schedule']['tokens_per_layer'][-1] < info['schedule']['tokens_per_layer'][0] \
-        if options is OTHER_SCHEDULE else len(set(info['schedule']['tokens_per_layer'])) == 1
-    assert merges == len(loaded.encoder.blocks)
+    tokens = info['schedule']['tokens_per_layer']
+    assert (len(set(tokens)) == 1) == (options is NO_MERGING)
+    assert tokens == loaded.encoder.schedule.tokens_per_video()
+    videos = torch.randint(0, 256, (2, 12, 3, 112, 112), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(9))
+    exported = OnnxRetriever(str(tmp_path / 'out')).encode_videos(videos.numpy())
+    eager = encode_videos(loaded, list(videos)).numpy()
+    assert (np.einsum('bd,bd->b', exported, eager) >= 0.9999).all()
 
 
 def test_merge_margins_name_each_merge_of_the_schedule():
@@ -251,6 +259,35 @@ def test_onnx_backend_indexes_and_ranks_as_pytorch(indexed, tiny_export):
 
 
 # -- the HTTP service -----------------------------------------------------------------------
+def test_concurrent_queries_are_encoded_together_and_each_gets_its_own():
+    calls, busy, gate = [], threading.Event(), threading.Event()
+
+    def encode(texts):
+        busy.set()
+        gate.wait(10)  # hold the first batch while the others queue up
+        calls.append(list(texts))
+        if 'boom' in texts:
+            raise RuntimeError('graph failed')
+        return np.array([[float(len(t))] for t in texts])
+
+    encoder = BatchingEncoder(encode, max_batch=16)
+    texts = ['a' * n for n in range(1, 10)]
+    with ThreadPoolExecutor(9) as pool:
+        futures = [pool.submit(encoder, texts[0])]
+        assert busy.wait(10)
+        futures += [pool.submit(encoder, t) for t in texts[1:]]
+        deadline = time.monotonic() + 10
+        while encoder._queue.qsize() < 8 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        gate.set()
+        results = [f.result(timeout=10) for f in futures]
+    assert [r[0] for r in results] == [float(len(t)) for t in texts]
+    assert [len(c) for c in calls] == [1, 8]  # the first alone, then all that waited
+    with pytest.raises(RuntimeError, match='graph failed'):
+        encoder('boom')
+    assert encoder('ok')[0] == 2.0  # the encoder thread survives a failed batch
+
+
 #: Run the service with the training stack made unimportable.
 _LEAN = '''
 import runpy, sys
@@ -309,12 +346,17 @@ def test_service_answers_as_the_search_tool_without_the_training_stack(server, t
     assert status == 200
     assert [(h['path'], h['score']) for h in hits] == [(p, pytest.approx(s, abs=1e-6))
                                                        for p, s in expected]
-    # 8 clients at once, 32 queries: every answer is the one a single client gets
-    queries = [f'circle number {i % 4}' for i in range(32)]
+    # 8 clients at once, 32 queries (encoded in batches): every answer is the one a single
+    # client gets, scores to float rounding
+    queries = [f'circle number {i % 4}' + ' and more' * (i % 3) for i in range(32)]
     alone = {q: srv.search(q, 3)[1] for q in set(queries)}
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda q: srv.search(q, 3), queries))
-    assert all(status == 200 and hits == alone[q] for q, (status, hits) in zip(queries, answers))
+    for query, (status, hits) in zip(queries, answers):
+        assert status == 200
+        assert [h['path'] for h in hits] == [h['path'] for h in alone[query]]
+        np.testing.assert_allclose([h['score'] for h in hits],
+                                   [h['score'] for h in alone[query]], atol=1e-5)
 
 
 def test_service_refuses_bad_requests_with_a_message(server):

@@ -12,10 +12,14 @@ that fails (unreadable files, or an index of another model than the export's) ke
 the old snapshot serving and reports the error in ``/health``.
 """
 import os
+import queue
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
 
 from .onnx_retriever import OnnxRetriever
 from .search import IndexModelMismatch, VideoIndex
@@ -39,6 +43,45 @@ class Snapshot:
     loaded_at: float
 
 
+class BatchingEncoder:
+    """Encode the queries that arrive together in one graph run.
+
+    Requests wait on a future while one thread takes every query queued so far (up to
+    ``max_batch``) and encodes them as a batch: under concurrent clients the text tower
+    runs once per batch instead of once per query, which costs far less than that many
+    single runs. Alone, a query runs at once (nothing waits for company). Scores may
+    differ in the last float digits from a query encoded alone.
+    """
+
+    def __init__(self, encode: Callable[[Sequence[str]], np.ndarray],
+                 max_batch: int = 32) -> None:
+        self.encode, self.max_batch = encode, max_batch
+        self._queue: 'queue.Queue[Tuple[str, Future]]' = queue.Queue()
+        threading.Thread(target=self._serve, name='query-encoder', daemon=True).start()
+
+    def __call__(self, text: str) -> np.ndarray:
+        future: Future = Future()
+        self._queue.put((text, future))
+        return future.result()
+
+    def _serve(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                embeddings = self.encode([text for text, _ in batch])
+            except Exception as err:  # noqa: BLE001 - every waiting request gets the error
+                for _, future in batch:
+                    future.set_exception(err)
+                continue
+            for (_, future), embedding in zip(batch, embeddings):
+                future.set_result(embedding)
+
+
 class SearchBackend:
     """Queries over the current index snapshot; thread-safe.
 
@@ -53,6 +96,7 @@ class SearchBackend:
                  check_every: float = 1.0) -> None:
         self.index_dir = index_dir
         self.retriever = OnnxRetriever(export_dir, threads=threads, load_video=False)
+        self.encode_query = BatchingEncoder(self.retriever.encode_texts)
         self.check_every = check_every
         self.reload_error: Optional[str] = None
         self._reload_lock = threading.Lock()
@@ -119,7 +163,7 @@ class SearchBackend:
             raise BadRequest(f'k must be in [1, {MAX_K}], got {k}')
         self.maybe_reload()
         index = self.snapshot.index  # one read: the whole query uses one snapshot
-        embedding = self.retriever.encode_texts([query])[0]
+        embedding = self.encode_query(query)
         return [dict(path=path, score=score) for path, score in index.search(embedding, k)]
 
     def health(self) -> Dict[str, object]:

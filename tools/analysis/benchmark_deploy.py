@@ -228,7 +228,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                                 cfg_options={'model.clip.weights': None, **options})
         deployed = deployable_model(loaded.model)
         encoder = deployed.video_encoder
-        gmacs[method] = video_gmacs(encoder, encoder.image_size)
+        gmacs[method] = video_gmacs(encoder)
         export_dir = osp.join(args.out, method)
         parity[method] = export_onnx(loaded, export_dir, log=lambda m: log(f'  {m}'))['parity']
         models[method] = dict(loaded=loaded, video=VideoEmbedder(deployed).eval(),
