@@ -122,7 +122,8 @@ def test_sampler_writes_what_decord_decode_reads() -> None:
 
 # -- resize ---------------------------------------------------------------------------------
 @pytest.mark.parametrize('height,width', [(240, 320), (320, 240), (144, 176), (150, 297),
-                                          (224, 224), (100, 391), (481, 225)])
+                                          (224, 224), (100, 391), (481, 225), (224, 298),
+                                          (298, 224), (224, 299), (301, 224), (224, 225)])
 def test_resize_equals_the_reference_torchvision_composition(height, width) -> None:
     rng = np.random.default_rng(height * width)
     frames = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(2)]
