@@ -236,6 +236,11 @@ def test_data_benchmark_reports_every_storage(tmp_path):
     # second apart (the generated texture drifts a pixel per frame)
     assert 0 < compressed['pixel_mean_diff'] < 60 and compressed['feature_cosine_min'] > 0.9
     assert set(report['encoder_videos_per_s']) == {'plain', 'tempme'}
+    augment = report['augment']  # the value tables give the reference's clips
+    assert augment['bit_identical'] is True
+    assert set(augment['ms_per_clip']) == {'per_frame', 'value_tables'}
+    assert len(augment['ms_per_clip_by_op']) == 15 and 'Rotate' in augment['ms_per_clip_by_op']
     assert (tmp_path / 'bench.png').stat().st_size > 5000
     assert '| cache |' in (tmp_path / 'bench.md').read_text()
+    assert 'bit-identical: True' in (tmp_path / 'bench.md').read_text()
     assert torch.isfinite(torch.tensor(report['encoder_videos_per_s']['tempme']))
