@@ -116,24 +116,26 @@ class ClipRandAugment(BaseTransform):
         if not drawn:
             return results
         imgs = results['imgs']
-        if not (self.value_tables and _stackable(imgs)):
+        if not (self.value_tables and any(fn in PER_VALUE_OPS for fn, _, _ in drawn)
+                and _stackable(imgs)):
             frames = [Image.fromarray(frame) for frame in imgs]
             for fn, args, kwargs in drawn:
                 frames = [fn(frame, *args, **kwargs) for frame in frames]
             results['imgs'] = [np.asarray(frame.convert('RGB')) for frame in frames]
             return results
-        clip, frames = None, [Image.fromarray(frame) for frame in imgs]
+        clip, frames = np.stack(imgs), None  # one of the two holds the clip
         for fn, args, kwargs in drawn:
             if fn in PER_VALUE_OPS:
-                if clip is None:  # every operation keeps RGB, so converting now is the same
+                if frames is not None:  # every operation keeps RGB: converting now is the same
                     clip = np.stack([np.asarray(frame.convert('RGB')) for frame in frames])
+                    frames = None
                 clip = cv2.LUT(clip.reshape(-1, *clip.shape[2:]),
                                value_table(fn, args, kwargs)).reshape(clip.shape)
-                continue
-            if clip is not None:
-                frames, clip = [Image.fromarray(frame) for frame in clip], None
-            frames = [fn(frame, *args, **kwargs) for frame in frames]
-        results['imgs'] = list(clip) if clip is not None else [
+            else:
+                if frames is None:
+                    frames = [Image.fromarray(frame) for frame in clip]
+                frames = [fn(frame, *args, **kwargs) for frame in frames]
+        results['imgs'] = list(clip) if frames is None else [
             np.asarray(frame.convert('RGB')) for frame in frames]
         return results
 
