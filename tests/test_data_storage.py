@@ -227,6 +227,7 @@ def test_data_benchmark_reports_every_storage(tmp_path):
     assert set(report['storages']) == {'raw', 'compressed', 'cache'}
     for storage in report['storages'].values():
         for key in ('videos_per_s_core_train', 'videos_per_s_core_test', 'pixel_mean_diff',
+                    'videos_per_cpu_s_train', 'videos_per_cpu_s_test',
                     'bytes_per_video', 'videos_per_s_loader'):
             assert isinstance(storage[key], float) and storage[key] >= 0, key
     cache, compressed = report['storages']['cache'], report['storages']['compressed']
