@@ -55,6 +55,23 @@ def test_compressed_videos_keep_time_stems_and_sources(compressed):
         assert (compressed / name).stat().st_size < (VIDEOS / name).stat().st_size / 2
 
 
+def test_compressed_videos_seek_to_keyframes_without_b_frames(compressed):
+    """What keeps decoding cheap: the 1 fps grid lands on keyframes, nothing is reordered."""
+    import av
+    from av.video.frame import PictureType
+    for name in NAMES:
+        with av.open(str(compressed / name)) as container:
+            stream = container.streams.video[0]
+            packets = [p for p in container.demux(stream) if p.size]
+            keys = [i for i, p in enumerate(sorted(packets, key=lambda p: p.pts))
+                    if p.is_keyframe]
+            assert [p.pts for p in packets] == sorted(p.pts for p in packets), name
+        assert set(range(0, len(packets), 3)) <= set(keys), name  # each second at 3 fps
+        with av.open(str(compressed / name)) as container:
+            types = {PictureType(frame.pict_type).name for frame in container.decode(video=0)}
+        assert types <= {'I', 'P'}, (name, types)
+
+
 def test_compression_resumes_reports_bad_files_and_never_touches_sources(tmp_path):
     src = tmp_path / 'src'
     shutil.copytree(VIDEOS, src)
@@ -210,6 +227,7 @@ def test_data_benchmark_reports_every_storage(tmp_path):
     assert set(report['storages']) == {'raw', 'compressed', 'cache'}
     for storage in report['storages'].values():
         for key in ('videos_per_s_core_train', 'videos_per_s_core_test', 'pixel_mean_diff',
+                    'videos_per_cpu_s_train', 'videos_per_cpu_s_test',
                     'bytes_per_video', 'videos_per_s_loader'):
             assert isinstance(storage[key], float) and storage[key] >= 0, key
     cache, compressed = report['storages']['cache'], report['storages']['compressed']
@@ -219,6 +237,11 @@ def test_data_benchmark_reports_every_storage(tmp_path):
     # second apart (the generated texture drifts a pixel per frame)
     assert 0 < compressed['pixel_mean_diff'] < 60 and compressed['feature_cosine_min'] > 0.9
     assert set(report['encoder_videos_per_s']) == {'plain', 'tempme'}
+    augment = report['augment']  # the value tables give the reference's clips
+    assert augment['bit_identical'] is True
+    assert set(augment['ms_per_clip']) == {'per_frame', 'value_tables'}
+    assert len(augment['ms_per_clip_by_op']) == 15 and 'Rotate' in augment['ms_per_clip_by_op']
     assert (tmp_path / 'bench.png').stat().st_size > 5000
     assert '| cache |' in (tmp_path / 'bench.md').read_text()
+    assert 'bit-identical: True' in (tmp_path / 'bench.md').read_text()
     assert torch.isfinite(torch.tensor(report['encoder_videos_per_s']['tempme']))

@@ -14,6 +14,9 @@ a drifting smooth texture with moving shapes), then prepares the compressed copy
   and the cosine of the video features through a random TempMe encoder;
 - bytes per video on disk (for the cache: the training cache, frames as decoded; the
   evaluation cache holds the final clips, 12 x 224 x 224 x 3 bytes = 1.8 MB per video);
+- the config's RandAugment on the raw clips, frame by frame through PIL (the reference)
+  and with value tables (``ClipRandAugment(value_tables=True)``), same draws, interleaved,
+  checked bit-identical; and each operation's cost on its own;
 
 and next to them the encoder's own videos/s (plain CLIP and TempMe, inference, this
 device), so the table says which side bounds a run and how many loader cores one
@@ -28,6 +31,7 @@ import copy
 import json
 import os
 import os.path as osp
+import random
 import subprocess
 import sys
 import time
@@ -37,6 +41,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 from mmengine.config import Config
+from PIL import Image
 
 import projects.tempme  # noqa: F401  (compatibility fixes + registration)
 from projects.tempme.datasets.frame_cache import cache_rule, update_cache
@@ -129,34 +134,85 @@ def cache_rule_of(cfg: Config, split: str) -> dict:
 # -- measurements -------------------------------------------------------------------------
 def time_pipelines(dataset_cfgs: Dict[str, dict], rounds: int = 2) -> Dict[str, dict]:
     """One process per storage's pipeline, interleaved video by video (raw, compressed,
-    cache, raw, ...) so that a machine whose speed drifts affects every storage alike:
-    videos/s, time per stage, and the clips of the last round."""
+    cache, raw, ...) so that a machine whose speed drifts affects every storage alike, each
+    storage seeded alike per video (the same RandAugment draws: operations cost 4 to 56 ms):
+    videos/s, time per stage, and the clips of the last round. Also videos per CPU-second
+    (the process's threads, decord's decoder included): other work on a shared machine
+    slows the wall clock, and decord's seeks (a hand-over to its decoder thread each) more
+    than the rest."""
     from mmaction.registry import DATASETS
     datasets = {}
     for storage, cfg in dataset_cfgs.items():
         datasets[storage] = DATASETS.build(dict(cfg, lazy_init=True))
         datasets[storage].full_init()
     stages = {s: dict(decode=0.0, augment=0.0, resize=0.0, other=0.0) for s in datasets}
-    elapsed = dict.fromkeys(datasets, 0.0)
+    elapsed, cpu = dict.fromkeys(datasets, 0.0), dict.fromkeys(datasets, 0.0)
     clips: Dict[str, dict] = {s: {} for s in datasets}
     count = len(next(iter(datasets.values())))
-    for _ in range(rounds):
+    for r in range(rounds):
         for idx in range(count):
             for storage, dataset in datasets.items():
+                random.seed(r * count + idx)
+                np.random.seed(r * count + idx)
                 results = copy.deepcopy(dataset.get_data_info(idx))
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 for transform in dataset.pipeline.transforms:
                     t0 = time.perf_counter()
                     results = transform(results)
                     stages[storage][STAGES.get(type(transform).__name__, 'other')] += \
                         time.perf_counter() - t0
                 elapsed[storage] += time.perf_counter() - start
+                cpu[storage] += time.process_time() - cpu_start
                 clips[storage][dataset.videos[results['data_samples'].video_index]] = \
                     results['inputs']['video']
     n = rounds * count
-    return {s: dict(videos_per_s=n / elapsed[s],
+    return {s: dict(videos_per_s=n / elapsed[s], videos_per_cpu_s=n / cpu[s],
                     ms_per_video={k: 1000 * v / n for k, v in stages[s].items()},
                     clips=clips[s]) for s in datasets}
+
+
+def augment_paths(cfg: Config, folder: str, names: Sequence[str], rounds: int = 2,
+                  per_op_clips: int = 8) -> dict:
+    """ms per clip of the config's RandAugment frame by frame (the reference) and with value
+    tables, on the same draws (seeded per clip) and interleaved, whether every clip came out
+    bit-identical, and the ms per clip of each operation alone (at its mean magnitude), which
+    says where the time goes."""
+    from mmaction.registry import TRANSFORMS
+    pipeline = cfg.train_dataloader.dataset.pipeline
+    step = next(s for s in pipeline if s['type'] == 'ClipRandAugment')
+    paths = {name: TRANSFORMS.build(dict(step, value_tables=tables))
+             for name, tables in (('per_frame', False), ('value_tables', True))}
+    load = [TRANSFORMS.build(s) for s in pipeline
+            if s['type'] in ('DecordInit', 'FpsGridSample', 'DecordDecode')]
+    clips = []
+    for name in names:
+        results = dict(filename=osp.join(folder, name), start_index=0, modality='RGB')
+        for transform in load:
+            results = transform(results)
+        clips.append(results['imgs'])
+    elapsed, identical = dict.fromkeys(paths, 0.0), True
+    for r in range(rounds):
+        for i, frames in enumerate(clips):
+            outputs = {}
+            for name, augment in paths.items():
+                random.seed(r * len(clips) + i)
+                np.random.seed(r * len(clips) + i)
+                start = time.perf_counter()
+                outputs[name] = augment(dict(imgs=list(frames)))['imgs']
+                elapsed[name] += time.perf_counter() - start
+            identical &= all(np.array_equal(a, b) for a, b in zip(*outputs.values()))
+    per_op = {}
+    for op in paths['per_frame'].policy.ops:
+        args = op.level_fn(op.magnitude, op.hparams) if op.level_fn else ()
+        start = time.perf_counter()
+        for frames in clips[:per_op_clips]:
+            for frame in frames:
+                np.asarray(op.aug_fn(Image.fromarray(frame), *args, **op.kwargs).convert('RGB'))
+        per_op[op.name] = 1000 * (time.perf_counter() - start) / len(clips[:per_op_clips])
+    n = rounds * len(clips)
+    return dict(ms_per_clip={k: 1000 * v / n for k, v in elapsed.items()},
+                bit_identical=bool(identical), ms_per_clip_by_op=per_op,
+                frame_shape=list(clips[0][0].shape))
 
 
 def loader_videos_per_s(dataset_cfg: dict, workers: int, batch_size: int = 8) -> float:
@@ -252,6 +308,20 @@ def markdown(report: dict) -> str:
             f'{s["videos_per_s_loader"]:.1f} | {s["pixel_mean_diff"]:.2f} / '
             f'{s["pixel_max_diff"]} | {s["feature_cosine_min"]:.4f} | '
             f'{s["bytes_per_video"] / 1024:.0f} |')
+    storages = report['storages']
+    lines += ['', 'per CPU-second of the process instead of the wall clock (train / test, x raw): '
+              + ', '.join(f'{name} {st["videos_per_cpu_s_train"]:.1f} '
+                          f'({st["videos_per_cpu_s_train"] / raw["videos_per_cpu_s_train"]:.1f}x)'
+                          f' / {st["videos_per_cpu_s_test"]:.1f} '
+                          f'({st["videos_per_cpu_s_test"] / raw["videos_per_cpu_s_test"]:.1f}x)'
+                          for name, st in storages.items())]
+    aug = report['augment']
+    ms = aug['ms_per_clip']
+    ops = sorted(aug['ms_per_clip_by_op'].items(), key=lambda kv: -kv[1])
+    lines += ['', f'RandAugment on the raw clips ({"x".join(map(str, aug["frame_shape"]))} '
+              f'frames, ms per clip): frame by frame {ms["per_frame"]:.1f}, value tables '
+              f'{ms["value_tables"]:.1f}, bit-identical: {aug["bit_identical"]}; each '
+              'operation when drawn: ' + ', '.join(f'{k} {v:.0f}' for k, v in ops)]
     enc = report['encoder_videos_per_s']
     lines += ['', f'encoder (inference, {report["device"]}): plain CLIP {enc["plain"]:.1f} '
               f'videos/s, TempMe {enc["tempme"]:.1f} videos/s', '',
@@ -332,8 +402,13 @@ def run(args: argparse.Namespace) -> dict:
         report['storages'][storage] = dict(
             videos_per_s_core_train=train['videos_per_s'],
             videos_per_s_core_test=test['videos_per_s'],
+            videos_per_cpu_s_train=train['videos_per_cpu_s'],
+            videos_per_cpu_s_test=test['videos_per_cpu_s'],
             train_ms_per_video=train['ms_per_video'], test_ms_per_video=test['ms_per_video'],
             videos_per_s_loader=loader, bytes_per_video=bytes_per_video)
+
+    print('timing RandAugment per path and per operation', file=sys.stderr)
+    report['augment'] = augment_paths(cfg, folders['raw'], names)
 
     device = torch.device(args.device)
     torch.set_num_threads(args.encoder_threads or os.cpu_count() or 1)

@@ -26,8 +26,14 @@ _INTERPOLATION = {
 def resize_center_crop(frame: np.ndarray, size: int,
                        interpolation: str = 'bicubic') -> np.ndarray:
     """Resize the short side of an (H, W, 3) uint8 frame to ``size``, then crop the centre."""
-    if frame.shape[:2] == (size, size):
+    height, width = frame.shape[:2]
+    if (height, width) == (size, size):
         return frame  # what torchvision returns for a frame that is already the size
+    if min(height, width) == size:
+        # short side already at size (compressed videos): torchvision's resize returns the
+        # image unchanged, so only its centre crop (offsets rounded as F.center_crop) is left
+        top, left = int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
+        return np.ascontiguousarray(frame[top:top + size, left:left + size])
     image = Image.fromarray(frame)
     image = F.resize(image, size, interpolation=_INTERPOLATION[interpolation])
     image = F.center_crop(image, size)
