@@ -23,7 +23,7 @@ from projects.tempme.apis.inference import (describe, encode_texts, encode_video
 from projects.tempme.datasets.transforms import clip_tokenizer, tokenize_captions
 from projects.tempme.deployment import ExportParityError, export_onnx, merge_margins, onnx_export
 from projects.tempme.deployment.parity import compare_embeddings
-from projects.tempme.merging.matching import bipartite_soft_matching, decision_margins
+from projects.tempme.merging.matching import bipartite_soft_matching, decision_margins, merge_wavg
 from projects.tempme_deploy.onnx_retriever import ExportFormatError, OnnxRetriever
 from projects.tempme_deploy.search import VideoIndex
 from projects.tempme_deploy.service import BatchingEncoder
@@ -81,6 +81,29 @@ def test_decision_margin_is_the_gap_that_would_flip_the_merge():
     assert decision_margins(torn, r=1, num_cls=0).item() == pytest.approx(
         np.cos(0.5) - np.cos(0.5 + delta), rel=1e-9)
     assert torch.isinf(decision_margins(metric, r=0, num_cls=0)).all()
+
+
+class _Merge(torch.nn.Module):
+    def forward(self, metric):
+        merge = bipartite_soft_matching(metric, 50, 2)
+        return merge_wavg(merge, metric, torch.ones_like(metric[..., :1]))[0]
+
+
+def test_merged_sums_are_exact_in_onnxruntime_run_after_run(tmp_path):
+    # Many tokens joining few destinations, wide features, several threads: the pattern on
+    # which an accumulating ScatterND lost updates in ONNX Runtime (layer 10 of ViT-B/32).
+    import onnxruntime as ort
+    metric = torch.randn(8, 168, 768, generator=torch.Generator().manual_seed(0))
+    metric[:, 2::2] += 3 * metric[:, 3:4]  # sources crowd onto one destination
+    path = str(tmp_path / 'merge.onnx')
+    torch.onnx.export(_Merge(), (metric,), dynamo=True, verbose=False).save(path)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 4
+    session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+    expected = _Merge()(metric).numpy()
+    for _ in range(8):
+        out = session.run(None, {'metric': metric.numpy()})[0]
+        np.testing.assert_allclose(out, expected, atol=1e-5)
 
 
 def test_compare_accepts_a_flip_only_near_a_merge_boundary_and_with_cosine():
