@@ -26,7 +26,7 @@ from projects.tempme.deployment.parity import compare_embeddings
 from projects.tempme.merging.matching import bipartite_soft_matching, decision_margins, merge_wavg
 from projects.tempme_deploy.onnx_retriever import ExportFormatError, OnnxRetriever
 from projects.tempme_deploy.search import VideoIndex
-from projects.tempme_deploy.service import BatchingEncoder
+from projects.tempme_deploy.service import RequestBatcher
 from projects.tempme_deploy.tokenizer import ClipTokenizer, clip_tokenizer_json
 from tools import search as search_tool
 
@@ -282,7 +282,7 @@ def test_onnx_backend_indexes_and_ranks_as_pytorch(indexed, tiny_export):
 
 
 # -- the HTTP service -----------------------------------------------------------------------
-def test_concurrent_queries_are_encoded_together_and_each_gets_its_own():
+def test_concurrent_requests_are_processed_together_and_each_gets_its_own():
     calls, busy, gate = [], threading.Event(), threading.Event()
 
     def encode(texts):
@@ -293,7 +293,7 @@ def test_concurrent_queries_are_encoded_together_and_each_gets_its_own():
             raise RuntimeError('graph failed')
         return np.array([[float(len(t))] for t in texts])
 
-    encoder = BatchingEncoder(encode, max_batch=16)
+    encoder = RequestBatcher(encode, max_batch=16)
     texts = ['a' * n for n in range(1, 10)]
     with ThreadPoolExecutor(9) as pool:
         futures = [pool.submit(encoder, texts[0])]

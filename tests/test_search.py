@@ -304,3 +304,18 @@ def test_a_pipeline_that_cannot_feed_the_model_is_a_config_error(tmp_path, video
         search_tool.build_index(str(videos), str(tmp_path / 'index'), CONFIG, progress=False,
                                 cfg_options={'test_dataloader.dataset.pipeline.3.size': 64})
     assert not VideoIndex.exists(str(tmp_path / 'index'))
+
+
+def test_search_many_ranks_each_query_as_search_does(tmp_path):
+    rng = np.random.default_rng(1)
+    files = [FileStat(f'/v/{i}.mp4', 1, 1) for i in range(300)]
+    index = VideoIndex(str(tmp_path), dict(fingerprint='f'), files,
+                       rng.standard_normal((300, 16)).astype(np.float32))
+    queries = rng.standard_normal((5, 16)).astype(np.float32) * 4
+    ks = [1, 10, 300, 400, 7]
+    for query, k, hits in zip(queries, ks, index.search_many(queries, ks)):
+        alone = index.search(query, k)
+        assert [p for p, _ in hits] == [p for p, _ in alone]
+        np.testing.assert_allclose([s for _, s in hits], [s for _, s in alone], atol=1e-6)
+    assert VideoIndex(str(tmp_path), dict(fingerprint='f')).search_many(queries, ks) == \
+        [[]] * 5

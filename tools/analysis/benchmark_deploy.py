@@ -19,15 +19,16 @@ with ``--clients`` concurrent HTTP clients. Writes ``results.json``, ``results.m
 and ``results.png`` into ``--out``.
 """
 import argparse
+import http.client
 import json
 import os
 import os.path as osp
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional
 
@@ -131,18 +132,24 @@ def _load_test(export_dir: str, out: str, args, log) -> Dict:
         line = proc.stdout.readline()
         if 'serving' not in line:
             raise RuntimeError(f'the service did not start: {line}')
-        url = line.split(' on ')[1].split()[0]
+        url = urllib.parse.urlsplit(line.split(' on ')[1].split()[0])
         words = QUERY.split()
+        local = threading.local()
 
         def request(i: int) -> float:
+            # one kept-alive connection per client thread, as an HTTP client library keeps
+            if not hasattr(local, 'connection'):
+                local.connection = http.client.HTTPConnection(url.hostname, url.port,
+                                                              timeout=60)
             query = ' '.join(words[i % len(words):] + words[:i % len(words)]) + f' {i}'
             start = time.perf_counter()
-            with urllib.request.urlopen(f'{url}/search?' + urllib.parse.urlencode(
-                    dict(q=query, k=10)), timeout=60) as response:
-                hits = json.loads(response.read())
+            local.connection.request('GET', '/search?' + urllib.parse.urlencode(
+                dict(q=query, k=10)))
+            response = local.connection.getresponse()
+            hits = json.loads(response.read())
             elapsed = time.perf_counter() - start
-            if len(hits) != 10:
-                raise RuntimeError(f'expected 10 hits, got {len(hits)}')
+            if response.status != 200 or len(hits) != 10:
+                raise RuntimeError(f'expected 10 hits, got {response.status}: {hits}')
             return elapsed
 
         for i in range(args.clients):  # warm-up

@@ -27,10 +27,16 @@ def top_k(embeddings: np.ndarray, query: np.ndarray, k: int) -> Tuple[np.ndarray
     if embeddings.shape[0] and query.shape[0] != embeddings.shape[1]:
         raise ValueError(f'query has {query.shape[0]} dimensions, the index '
                          f'{embeddings.shape[1]}')
-    k = min(k, embeddings.shape[0])
+    if not embeddings.shape[0]:
+        return select_top_k(np.zeros(0, np.float32), k)
+    return select_top_k(embeddings @ query, k)
+
+
+def select_top_k(scores: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best rows of a (N,) score vector, best first, ties in row order."""
+    k = min(k, scores.shape[0])
     if k <= 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-    scores = embeddings @ query
     if k < scores.shape[0]:
         # the k-th best score, then every row at least that good (ties included)
         threshold = np.partition(scores, scores.shape[0] - k)[scores.shape[0] - k]

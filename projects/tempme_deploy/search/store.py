@@ -22,7 +22,7 @@ import numpy as np
 
 from ..fileio import atomic_write
 from .manifest import FileStat
-from .similarity import normalize_rows, top_k
+from .similarity import normalize_rows, select_top_k, top_k
 
 FORMAT = 'tempme-video-index'
 VERSION = 1
@@ -186,3 +186,16 @@ class VideoIndex:
         """The ``k`` best (path, cosine score) for a query embedding."""
         rows, scores = top_k(self.embeddings, query, k)
         return [(self.files[r].path, float(s)) for r, s in zip(rows, scores)]
+
+    def search_many(self, queries: np.ndarray,
+                    ks: Sequence[int]) -> List[List[Tuple[str, float]]]:
+        """:meth:`search` for (B, D) queries at once: one matrix product reads the stored
+        embeddings once for the whole batch instead of once per query."""
+        if not len(self.files):
+            return [[] for _ in ks]
+        scores = self.embeddings @ normalize_rows(queries).T
+        found = []
+        for column, k in enumerate(ks):
+            rows, values = select_top_k(np.ascontiguousarray(scores[:, column]), k)
+            found.append([(self.files[r].path, float(s)) for r, s in zip(rows, values)])
+        return found
