@@ -31,6 +31,19 @@ def mmaction_scope():
         yield
 
 
+def write_circle_video(path, colour, frames: int = 16, size=(80, 64)) -> None:
+    """A small mp4 of a ``colour`` (BGR) disc moving right, for search and index tests."""
+    import cv2
+    import numpy as np
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'mp4v'), 10, size)
+    for k in range(frames):
+        img = np.zeros((size[1], size[0], 3), np.uint8)
+        cv2.circle(img, (10 + 3 * k, 32), 9, colour, -1)
+        writer.write(img)
+    writer.release()
+
+
 def video_text_pipeline(test_mode: bool, size: int = 32, context: int = 32) -> List[dict]:
     """The configs' reference pipeline at a small frame size, without the training
     RandAugment (the frames of the generated videos encode their index in their colour).

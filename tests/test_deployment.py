@@ -13,7 +13,6 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -28,6 +27,7 @@ from projects.tempme_deploy.onnx_retriever import ExportFormatError, OnnxRetriev
 from projects.tempme_deploy.search import VideoIndex
 from projects.tempme_deploy.service import RequestBatcher
 from projects.tempme_deploy.tokenizer import ClipTokenizer, clip_tokenizer_json
+from tests.conftest import write_circle_video
 from tools import search as search_tool
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -242,16 +242,6 @@ def test_a_changed_export_file_is_refused_by_name(tiny_export, tmp_path):
 
 
 # -- search with ONNX Runtime -----------------------------------------------------------------
-def _write_video(path, colour, frames=16, size=(80, 64)):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'mp4v'), 10, size)
-    for k in range(frames):
-        img = np.zeros((size[1], size[0], 3), np.uint8)
-        cv2.circle(img, (10 + 3 * k, 32), 9, colour, -1)
-        writer.write(img)
-    writer.release()
-
-
 @pytest.fixture(scope='module')
 def indexed(tmp_path_factory, tiny_export):
     """Six videos indexed with PyTorch, and the same folder indexed with the export."""
@@ -259,7 +249,7 @@ def indexed(tmp_path_factory, tiny_export):
     colours = [(0, 0, 255), (0, 255, 0), (255, 0, 0), (0, 255, 255), (255, 0, 255),
                (255, 255, 0)]
     for i, colour in enumerate(colours):
-        _write_video(root / 'videos' / f'v{i}.mp4', colour, frames=12 + 2 * i)
+        write_circle_video(root / 'videos' / f'v{i}.mp4', colour, frames=12 + 2 * i)
     torch_index, onnx_index = str(root / 'torch_index'), str(root / 'onnx_index')
     search_tool.build_index(str(root / 'videos'), torch_index, CONFIG, progress=False)
     search_tool.build_index(str(root / 'videos'), onnx_index, onnx=tiny_export[1],
@@ -400,7 +390,7 @@ def test_service_reload_swaps_whole_indexes_only(server, indexed, tmp_path):
     srv, index = server
     extra = tmp_path / 'more'
     shutil.copytree(indexed[0] / 'videos', extra)
-    _write_video(extra / 'v6.mp4', (128, 128, 128))
+    write_circle_video(extra / 'v6.mp4', (128, 128, 128))
     search_tool.build_index(str(extra), str(index), CONFIG, progress=False)  # in place
     status, health = srv.get('/reload', method='POST')
     assert status == 200 and health['videos'] == 7

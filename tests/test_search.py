@@ -14,6 +14,7 @@ from projects.tempme_deploy.search import (FileStat, IndexBusyError, IndexModelM
                                            plan_update, scan_videos)
 from projects.tempme_deploy.search import store as store_module
 from projects.tempme_deploy.search import top_k
+from tests.conftest import write_circle_video
 from tools import search as search_tool
 
 CONFIG = 'configs/tempme_tiny.py'
@@ -99,22 +100,12 @@ def test_index_refuses_another_model(tmp_path):
 
 
 # -- with the tiny model and generated videos -------------------------------------------------
-def _write_video(path, colour, frames=16, size=(80, 64)):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'mp4v'), 10, size)
-    for k in range(frames):
-        img = np.zeros((size[1], size[0], 3), np.uint8)
-        cv2.circle(img, (10 + 3 * k, 32), 9, colour, -1)
-        writer.write(img)
-    writer.release()
-
-
 @pytest.fixture
 def videos(tmp_path):
     root = tmp_path / 'videos'
-    _write_video(root / 'red.mp4', (0, 0, 255))
-    _write_video(root / 'nested' / 'green.mkv', (0, 255, 0))
-    _write_video(root / 'nested' / 'blue.avi', (255, 0, 0))
+    write_circle_video(root / 'red.mp4', (0, 0, 255))
+    write_circle_video(root / 'nested' / 'green.mkv', (0, 255, 0))
+    write_circle_video(root / 'nested' / 'blue.avi', (255, 0, 0))
     (root / 'broken.mp4').write_bytes(b'not a video')
     return root
 
@@ -132,7 +123,7 @@ def test_index_is_incremental_and_reports_unreadable_videos(tmp_path, videos, ca
     assert (again['encoded'], again['unchanged'], again['failed']) == (0, 3, 1)
     np.testing.assert_array_equal(VideoIndex.load(index_dir).embeddings, first.embeddings)
 
-    _write_video(videos / 'red.mp4', (0, 255, 255), frames=20)
+    write_circle_video(videos / 'red.mp4', (0, 255, 255), frames=20)
     os.utime(videos / 'red.mp4', ns=(1, 10**18))
     os.remove(videos / 'nested' / 'blue.avi')
     updated = search_tool.build_index(str(videos), index_dir, CONFIG, progress=False)

@@ -3,12 +3,13 @@
 Used for checkpoints, metric files and similarity dumps, so a job killed while writing
 leaves the previous version intact under the final name.
 """
+import json
 import os
 import os.path as osp
 import tempfile
-from typing import Callable, Union
+from typing import Callable, Dict, Type, Union
 
-__all__ = ['atomic_write', 'TMP_SUFFIX']
+__all__ = ['atomic_write', 'read_stamped_json', 'TMP_SUFFIX']
 
 #: Suffix of the temporary files; ``.{name}.XXXX.tmp`` in the target's folder.
 TMP_SUFFIX = '.tmp'
@@ -58,3 +59,20 @@ def atomic_write(path: Union[str, os.PathLike], write_fn: Callable[[str], None])
                           'previous version, if any, is intact') from err
         raise
     return path
+
+
+def read_stamped_json(path: str, fmt: str, version: int, what: str, hint: str = '',
+                      error: Type[Exception] = ValueError) -> Dict:
+    """A JSON object file stamped ``{"format": fmt, "version": version, ...}``.
+
+    Unreadable JSON or another format or version raise ``error`` naming ``path`` (with
+    ``hint``, the way out, appended); the caller checks that the file exists.
+    """
+    try:
+        with open(path, encoding='utf-8') as f:
+            data = json.load(f)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise error(f'{path}: not a readable {what} ({err}){hint}') from None
+    if not isinstance(data, dict) or data.get('format') != fmt or data.get('version') != version:
+        raise error(f'{path}: not a {fmt} {what} of version {version}{hint}')
+    return data

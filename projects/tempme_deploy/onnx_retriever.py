@@ -6,12 +6,12 @@ only. Each graph is checked against the SHA-256 recorded at export time before i
 loaded, so a truncated or swapped file fails with its name.
 """
 import hashlib
-import json
 import os
 from typing import Dict, Optional, Sequence
 
 import numpy as np
 
+from .fileio import read_stamped_json
 from .tokenizer import ClipTokenizer
 
 FORMAT = 'tempme-onnx-export'
@@ -28,13 +28,7 @@ def read_export_info(export_dir: str) -> Dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f'no ONNX export in {export_dir!r} (no {INFO_FILE}); write one '
                                 'with `python tools/deployment/export_onnx.py CONFIG --out DIR`')
-    try:
-        with open(path, encoding='utf-8') as f:
-            info = json.load(f)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ExportFormatError(f'{path}: not readable JSON ({err})') from None
-    if not isinstance(info, dict) or info.get('format') != FORMAT or info.get('version') != 1:
-        raise ExportFormatError(f'{path}: not a {FORMAT} file of version 1')
+    info = read_stamped_json(path, FORMAT, 1, 'export description', error=ExportFormatError)
     return info
 
 

@@ -20,7 +20,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..fileio import atomic_write
+from ..fileio import atomic_write, read_stamped_json
 from .manifest import FileStat
 from .similarity import normalize_rows, select_top_k, top_k
 
@@ -106,15 +106,8 @@ class VideoIndex:
         if not os.path.isfile(path):
             raise FileNotFoundError(f'no video index in {directory!r} (no {MANIFEST}); '
                                     'build one with `tools/search.py index`')
-        try:
-            with open(path, encoding='utf-8') as f:
-                manifest = json.load(f)
-        except (ValueError, UnicodeDecodeError) as err:
-            raise ValueError(f'{path}: not a readable index manifest ({err}); rebuild the '
-                             'index (--rebuild)') from None
-        if not isinstance(manifest, dict) or manifest.get('format') != FORMAT or \
-                manifest.get('version') != VERSION:
-            raise ValueError(f'{path}: not a {FORMAT} manifest of version {VERSION}')
+        manifest = read_stamped_json(path, FORMAT, VERSION, 'index manifest',
+                                     hint='; rebuild the index (--rebuild)')
         embeddings_path = os.path.join(directory, str(manifest.get('embeddings')))
         if os.path.basename(embeddings_path) != manifest.get('embeddings'):
             raise ValueError(f'{path}: the embeddings entry must name a file in the index folder')
