@@ -66,10 +66,9 @@ def onnx_encoder(export_dir: str) -> IndexEncoder:
     retriever = OnnxRetriever(export_dir)
     info = retriever.info
     reader = VideoReader(Config(dict(test_pipeline=info['video_pipeline'])))
-    model = dict(config=info['model']['config'], checkpoint=info['model']['checkpoint'],
+    model = dict(retriever.description(), cfg_options={},
                  weights=f'ONNX export {os.path.abspath(export_dir)} of '
-                 f'{info["model"]["weights"]}', fingerprint=retriever.fingerprint,
-                 cfg_options={}, resolved_config=info['resolved_config'])
+                 f'{info["model"]["weights"]}', resolved_config=info['resolved_config'])
 
     def encode(frames: List[torch.Tensor]) -> np.ndarray:
         return retriever.encode_videos(torch.stack(frames).numpy())
@@ -216,8 +215,7 @@ def query_index(index_dir: str, text: str, top_k: int = 10, config: Optional[str
     index = VideoIndex.load(index_dir)
     if onnx is not None:
         retriever = OnnxRetriever(onnx, load_video=False)
-        index.check_model(dict(fingerprint=retriever.fingerprint, **{
-            key: retriever.info['model'][key] for key in ('config', 'checkpoint')}))
+        index.check_model(retriever.description())
         return index.search(retriever.encode_texts([text])[0], top_k)
     loaded = load_index_model(index, config, checkpoint, device)
     query = encode_texts(loaded, [text])[0].float().cpu().numpy()

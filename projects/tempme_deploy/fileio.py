@@ -3,13 +3,14 @@
 Used for checkpoints, metric files and similarity dumps, so a job killed while writing
 leaves the previous version intact under the final name.
 """
+import hashlib
 import json
 import os
 import os.path as osp
 import tempfile
 from typing import Callable, Dict, Type, Union
 
-__all__ = ['atomic_write', 'read_stamped_json', 'TMP_SUFFIX']
+__all__ = ['atomic_write', 'read_stamped_json', 'sha256_of', 'TMP_SUFFIX']
 
 #: Suffix of the temporary files; ``.{name}.XXXX.tmp`` in the target's folder.
 TMP_SUFFIX = '.tmp'
@@ -76,3 +77,12 @@ def read_stamped_json(path: str, fmt: str, version: int, what: str, hint: str = 
     if not isinstance(data, dict) or data.get('format') != fmt or data.get('version') != version:
         raise error(f'{path}: not a {fmt} {what} of version {version}{hint}')
     return data
+
+
+def sha256_of(path: str) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()

@@ -5,16 +5,16 @@ Reads an export folder written by ``tools/deployment/export_onnx.py``
 only. Each graph is checked against the SHA-256 recorded at export time before it is
 loaded, so a truncated or swapped file fails with its name.
 """
-import hashlib
 import os
 from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from .fileio import read_stamped_json
-from .tokenizer import ClipTokenizer
+from .fileio import read_stamped_json, sha256_of
+from .tokenizer import ClipTokenizer, cut_padding
 
 FORMAT = 'tempme-onnx-export'
+VERSION = 1
 INFO_FILE = 'deploy.json'
 
 
@@ -28,7 +28,7 @@ def read_export_info(export_dir: str) -> Dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f'no ONNX export in {export_dir!r} (no {INFO_FILE}); write one '
                                 'with `python tools/deployment/export_onnx.py CONFIG --out DIR`')
-    info = read_stamped_json(path, FORMAT, 1, 'export description', error=ExportFormatError)
+    info = read_stamped_json(path, FORMAT, VERSION, 'export description', error=ExportFormatError)
     return info
 
 
@@ -36,11 +36,7 @@ def _checked_path(export_dir: str, info: Dict, name: str) -> str:
     path = os.path.join(export_dir, name)
     if os.path.basename(name) != name or not os.path.isfile(path):
         raise FileNotFoundError(f'{path}: named by {INFO_FILE} but missing')
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    if digest.hexdigest() != info.get('files', {}).get(name):
+    if sha256_of(path) != info.get('files', {}).get(name):
         raise ExportFormatError(f'{path}: its SHA-256 differs from the one recorded at export; '
                                 'the file was changed or truncated, export again')
     return path
@@ -83,6 +79,12 @@ class OnnxRetriever:
         """The fingerprint of the PyTorch model exported (as a video index records it)."""
         return self.info['model']['fingerprint']
 
+    def description(self) -> Dict[str, object]:
+        """The exported model as a video index records it (fingerprint, config, checkpoint)."""
+        model = self.info['model']
+        return dict(fingerprint=model['fingerprint'], config=model['config'],
+                    checkpoint=model['checkpoint'])
+
     @property
     def frames_shape(self) -> tuple:
         """(T, 3, H, W) of one video."""
@@ -96,9 +98,8 @@ class OnnxRetriever:
         attention is causal and it pools at end-of-text, so the cut tokens cannot change
         the result.
         """
-        tokens = self.tokenizer(list(texts))
-        used = int(tokens.argmax(axis=1).max()) + 1
-        return self.text_session.run(None, {'tokens': tokens[:, :used]})[0]
+        tokens = cut_padding(self.tokenizer(list(texts)))
+        return self.text_session.run(None, {'tokens': tokens})[0]
 
     def encode_videos(self, frames: np.ndarray) -> np.ndarray:
         """uint8 (B, T, 3, H, W) frames of the test pipeline -> (B, D) embeddings."""

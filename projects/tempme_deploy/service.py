@@ -128,9 +128,7 @@ class SearchBackend:
                 if attempt == attempts - 1:
                     raise
                 time.sleep(0.05)
-        index.check_model(dict(fingerprint=self.retriever.fingerprint,
-                               config=self.retriever.info['model']['config'],
-                               checkpoint=self.retriever.info['model']['checkpoint']))
+        index.check_model(self.retriever.description())
         return Snapshot(index, mtime, time.time())
 
     def reload(self) -> Snapshot:

@@ -72,3 +72,12 @@ class ClipTokenizer:
             ids = [self.sot] + ids[:self.context_length - 2] + [self.eot]
             rows[i, :len(ids)] = ids
         return rows
+
+
+def cut_padding(tokens: np.ndarray) -> np.ndarray:
+    """Drop the columns after the last end-of-text token of any row (the largest id).
+
+    CLIP's text tower attends causally and pools at end-of-text, so those padding columns
+    cannot change an embedding; a short query then costs a fraction of a full row.
+    """
+    return tokens[:, :int(tokens.argmax(axis=1).max()) + 1]

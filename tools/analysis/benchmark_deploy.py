@@ -91,6 +91,30 @@ def _latencies(models, sessions, args, log) -> Dict:
     return figures
 
 
+def _operator_shares(export_dir: str, frames_shape, runs: int = 2) -> Dict[str, float]:
+    """Share of ONNX Runtime's kernel time per operator type, TempMe video graph, batch 1."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    options.profile_file_prefix = osp.join(export_dir, 'ort_profile')
+    session = ort.InferenceSession(osp.join(export_dir, 'video_encoder.onnx'), options,
+                                   providers=['CPUExecutionProvider'])
+    frames = np.zeros((1, *frames_shape), np.uint8)
+    for _ in range(runs):
+        session.run(None, {'frames': frames})
+    path = session.end_profiling()
+    with open(path) as f:
+        events = json.load(f)
+    os.remove(path)
+    totals: Dict[str, float] = {}
+    for event in events:
+        if event.get('cat') == 'Node' and event['name'].endswith('_kernel_time'):
+            op = event['args']['op_name']
+            totals[op] = totals.get(op, 0.0) + event['dur']
+    whole = sum(totals.values())
+    return {op: t / whole for op, t in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
 def _no_grad(module, frames):
     with torch.no_grad():
         return module(frames)
@@ -121,8 +145,7 @@ def _load_test(export_dir: str, out: str, args, log) -> Dict:
     rng = np.random.default_rng(0)
     index_dir = osp.join(out, 'index')
     files = [FileStat(f'/videos/{i:06d}.mp4', 1, 1) for i in range(args.index_size)]
-    index = VideoIndex(index_dir, dict(fingerprint=info.fingerprint, config=None,
-                                       checkpoint=None), files,
+    index = VideoIndex(index_dir, info.description(), files,
                        rng.standard_normal((args.index_size, dim)).astype(np.float32))
     index.save()
     proc = subprocess.Popen(
@@ -194,6 +217,10 @@ def markdown(report: Dict) -> str:
               f'{p["text"]["max_abs_diff"]:.1e}' for m, p in parity.items()]
     lines += ['', 'export parity (ONNX Runtime vs PyTorch, 8 random videos and 1 alone): '
               + ', '.join(checks)]
+    shares = report.get('onnxruntime_operators')
+    if shares:
+        lines += ['', 'ONNX Runtime kernel time of the TempMe video graph (batch 1) by operator: '
+                  + ', '.join(f'{op} {share:.0%}' for op, share in list(shares.items())[:6])]
     if report.get('service'):
         s = report['service']
         lines += ['', f'search service: {s["index_size"]} videos, {s["clients"]} concurrent '
@@ -243,7 +270,10 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         sessions[method] = OnnxRetriever(export_dir)
     log('timing')
     times = _latencies(models, sessions, args, log)
+    log('profiling the TempMe video graph in ONNX Runtime')
+    operators = _operator_shares(osp.join(args.out, 'tempme'), sessions['tempme'].frames_shape)
     report = dict(config=args.config, rounds=args.rounds, parity=parity,
+                  onnxruntime_operators=operators,
                   latency=_summarise(times, gmacs), raw_seconds=times)
     if not args.skip_service:
         log('search service load test')

@@ -15,26 +15,24 @@ the graph. Every export is run in ONNX Runtime against PyTorch on the same input
 (:mod:`.parity`); a failed check raises and leaves an existing export untouched
 (files are written to a scratch folder and moved in, ``deploy.json`` last).
 """
-import hashlib
 import json
 import os
 import shutil
 import tempfile
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict
 
 import numpy as np
 import torch
 
-from ...tempme_deploy.tokenizer import clip_tokenizer_json
+from ...tempme_deploy.fileio import sha256_of
+from ...tempme_deploy.onnx_retriever import FORMAT, INFO_FILE, VERSION
+from ...tempme_deploy.tokenizer import clip_tokenizer_json, cut_padding
 from ..apis.inference import (LoadedRetriever, caption_context_length, model_fingerprint,
                               video_pipeline_config)
 from .embedders import TextEmbedder, VideoEmbedder, deployable_model
-from .parity import compare_embeddings, merge_margins
+from .parity import compare_embeddings, margins_of, recording_matches
 
-FORMAT = 'tempme-onnx-export'
-VERSION = 1
-VIDEO_FILE, TEXT_FILE, TOKENIZER_FILE, INFO_FILE = (
-    'video_encoder.onnx', 'text_encoder.onnx', 'tokenizer.json', 'deploy.json')
+VIDEO_FILE, TEXT_FILE, TOKENIZER_FILE = 'video_encoder.onnx', 'text_encoder.onnx', 'tokenizer.json'
 #: Captions the text export is checked on (lengths from one word to truncation).
 CHECK_CAPTIONS = ('a dog catches a frisbee', 'Two people are cooking pasta in a kitchen.',
                   'x', 'a man talks about cars ' * 5)
@@ -87,7 +85,7 @@ def export_onnx(loaded: LoadedRetriever, out_dir: str, check_batch: int = 8, see
         info['parity'] = check_exports(model, video_module, video_session, text_session,
                                        videos, tokens)
         for name in (VIDEO_FILE, TEXT_FILE, TOKENIZER_FILE):
-            info['files'][name] = _sha256(os.path.join(scratch, name))
+            info['files'][name] = sha256_of(os.path.join(scratch, name))
         with open(os.path.join(scratch, INFO_FILE), 'w') as f:
             json.dump(info, f, indent=1)
         os.makedirs(out_dir, exist_ok=True)
@@ -101,10 +99,9 @@ def export_onnx(loaded: LoadedRetriever, out_dir: str, check_batch: int = 8, see
 def check_exports(model: torch.nn.Module, video_module: VideoEmbedder, video_session,
                   text_session, videos: torch.Tensor, tokens: torch.Tensor) -> Dict:
     """Compare both sessions with PyTorch; raises :class:`ExportParityError`."""
-    with torch.no_grad():
+    with torch.no_grad(), recording_matches() as calls:  # one forward: outputs and margins
         reference = video_module(videos).numpy()
-        normalised = (videos.float() - video_module.pixel_mean) / video_module.pixel_std
-    margins, layers = merge_margins(model.video_encoder, normalised)
+    margins, layers = margins_of(calls, model.video_encoder, len(videos))
     batched = video_session.run(None, {'frames': videos.numpy()})[0]
     single = video_session.run(None, {'frames': videos[:1].numpy()})[0]
     rows = compare_embeddings(reference, batched, margins, layers)
@@ -113,9 +110,8 @@ def check_exports(model: torch.nn.Module, video_module: VideoEmbedder, video_ses
     with torch.no_grad():
         text_reference = TextEmbedder(model)(tokens).numpy()
     text_out = text_session.run(None, {'tokens': tokens.numpy()})[0]
-    # and with the padding cut after the longest caption, as the runtime runs it
-    used = int(tokens.argmax(dim=-1).max()) + 1
-    text_cut = text_session.run(None, {'tokens': tokens[:, :used].numpy()})[0]
+    # and with the padding cut, as the runtime runs it
+    text_cut = text_session.run(None, {'tokens': cut_padding(tokens.numpy())})[0]
     text_rows = compare_embeddings(text_reference, text_out)
     text_rows += compare_embeddings(text_reference, text_cut)
     report = dict(
@@ -162,14 +158,6 @@ def _tokenizer_json() -> str:
     return clip_tokenizer_json(tokenizer.encoder, list(tokenizer.bpe_ranks))
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _describe(loaded: LoadedRetriever, model: torch.nn.Module, frames_shape, context) -> Dict:
     encoder = model.video_encoder
     schedule = encoder.schedule
@@ -205,14 +193,3 @@ def _describe(loaded: LoadedRetriever, model: torch.nn.Module, frames_shape, con
 
 def _plain(cfg) -> Dict:
     return json.loads(json.dumps(cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg)))
-
-
-def load_export_info(out_dir: str) -> Optional[Dict]:
-    path = os.path.join(out_dir, INFO_FILE)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
-__all__: List[str] = ['export_onnx', 'check_exports', 'ExportParityError', 'load_export_info']

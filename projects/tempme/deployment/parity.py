@@ -56,8 +56,8 @@ def _merge_steps(encoder: torch.nn.Module) -> List[str]:
 
 
 @contextlib.contextmanager
-def _recording_matches() -> Iterator[List[Tuple[torch.Tensor, int, int]]]:
-    """Record the arguments of every bipartite matching the encoder makes."""
+def recording_matches() -> Iterator[List[Tuple[torch.Tensor, int, int]]]:
+    """Record the arguments of every bipartite matching the encoder makes meanwhile."""
     calls = []
     original = tempme_vit.bipartite_soft_matching
 
@@ -72,25 +72,30 @@ def _recording_matches() -> Iterator[List[Tuple[torch.Tensor, int, int]]]:
         tempme_vit.bipartite_soft_matching = original
 
 
-@torch.no_grad()
-def merge_margins(encoder: torch.nn.Module,
-                  video: torch.Tensor) -> Tuple[np.ndarray, List[str]]:
-    """Per video of ``video`` (B, T, 3, H, W, normalised), the smallest decision margin
+def margins_of(calls: List[Tuple[torch.Tensor, int, int]], encoder: torch.nn.Module,
+               batch: int) -> Tuple[np.ndarray, List[str]]:
+    """Per video of a recorded forward of ``batch`` videos, the smallest decision margin
     over all merges and the merge it belongs to; ``inf`` and ``''`` without merging."""
-    b = video.shape[0]
-    with _recording_matches() as calls:
-        encoder(video)
     steps = _merge_steps(encoder)
     if len(steps) != len(calls):
         raise RuntimeError(f'expected {len(steps)} merges from the schedule, saw {len(calls)}')
-    margin = np.full(b, np.inf)
-    where = [''] * b
+    margin = np.full(batch, np.inf)
+    where = [''] * batch
     for name, (metric, r, num_cls) in zip(steps, calls):
-        per_video = decision_margins(metric, r, num_cls).view(b, -1).min(dim=1).values
+        per_video = decision_margins(metric, r, num_cls).view(batch, -1).min(dim=1).values
         for i, value in enumerate(per_video.cpu().numpy().astype(float)):
             if value < margin[i]:
                 margin[i], where[i] = value, name
     return margin, where
+
+
+@torch.no_grad()
+def merge_margins(encoder: torch.nn.Module,
+                  video: torch.Tensor) -> Tuple[np.ndarray, List[str]]:
+    """:func:`margins_of` a forward of ``encoder`` on ``video`` (B, T, 3, H, W, normalised)."""
+    with recording_matches() as calls:
+        encoder(video)
+    return margins_of(calls, encoder, video.shape[0])
 
 
 def compare_embeddings(reference: np.ndarray, exported: np.ndarray,
