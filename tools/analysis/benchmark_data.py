@@ -115,7 +115,7 @@ def storage_datasets(cfg: Config, storage: str, folders: Dict[str, str], ann_fil
                         **rule)
             pipeline = [load] + [s for s in pipeline if s['type'] not in (
                 'DecordInit', 'FpsGridSample', 'DecordDecode')]
-        folder = folders['cache' if storage == 'cache' else storage]
+        folder = folders[storage]
         dataset.update(data_root='', ann_file=ann_file, data_prefix=dict(video=folder),
                        pipeline=pipeline, test_mode=split == 'test', check_videos=False)
         out[split] = dataset

@@ -18,11 +18,13 @@ import os.path as osp
 import sys
 from typing import Dict, List, Tuple
 
+from mmaction.registry import TRANSFORMS
 from mmengine.config import Config, DictAction
 
 import projects.tempme  # noqa: F401  (registration)
 from projects.tempme.datasets import load_video_captions
-from projects.tempme.datasets.frame_cache import cache_rule, update_cache
+from projects.tempme.datasets.frame_cache import update_cache
+from projects.tempme.datasets.video_check import resolve_video_path
 
 SPLITS = ('train', 'val', 'test')
 
@@ -40,20 +42,20 @@ def cache_jobs(cfg: Config, splits: List[str]) -> Dict[str, Tuple[dict, List[Tup
             continue
         steps = [s for s in dataset.pipeline if s['type'] == 'LoadCachedFrames']
         if not steps:
-            raise SystemExit(f'error: the {split} pipeline of the config does not start with '
-                             'LoadCachedFrames; use a *_cached config')
-        step = steps[0]
-        rule = cache_rule(step.get('clip_len', 12), step.get('frame_rate', 1.0),
-                          step.get('size'))
-        held, videos = jobs.setdefault(step['cache_root'], (rule, []))
+            raise SystemExit(f'error: the {split} pipeline of the config has no '
+                             'LoadCachedFrames step; use a *_cached config')
+        loader = TRANSFORMS.build(steps[0])  # its rule, with the transform's own defaults
+        rule = loader.rule
+        held, videos = jobs.setdefault(loader.cache_root, (rule, []))
         if held != rule:
-            raise SystemExit(f'error: {step["cache_root"]} is asked for {held} and {rule}')
+            raise SystemExit(f'error: {loader.cache_root} is asked for {held} and {rule}')
         root = dataset.get('data_root', '')
         ann_file = osp.join(root, dataset.ann_file)
         folder = osp.join(root, (dataset.get('data_prefix') or {}).get('video', ''))
         known = {key for key, _ in videos}
-        videos.extend((key, osp.join(folder, key)) for key in load_video_captions(ann_file)
-                      if key not in known)
+        # the file DecordInit would open (a bare key gets .mp4), as the dataset resolves it
+        videos.extend((key, resolve_video_path(osp.join(folder, key)))
+                      for key in load_video_captions(ann_file) if key not in known)
     if not jobs:
         raise SystemExit('error: the config has no dataloader for the requested splits')
     return jobs

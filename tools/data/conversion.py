@@ -218,7 +218,7 @@ class VideoFileLookup:
     Built with one walk of the tree. :meth:`resolve` returns, for the first candidate
     that matches: the file itself; else a file with the same stem in the same folder,
     then anywhere under the root; among several, the one whose extension comes first in
-    :func:`video_extensions`, then the first path in sorted order.
+    ``VIDEO_EXTENSIONS``, then the first path in sorted order.
     """
 
     def __init__(self, root: str) -> None:
@@ -231,11 +231,10 @@ class VideoFileLookup:
         self.files = set()
         self._by_path_stem: Dict[str, List[str]] = {}
         self._by_name_stem: Dict[str, List[str]] = {}
-        extensions = VIDEO_EXTENSIONS
         for folder, _, names in os.walk(root, followlinks=True):
             rel_folder = os.path.relpath(folder, root)
             for name in names:
-                if os.path.splitext(name)[1].lower() not in extensions:
+                if os.path.splitext(name)[1].lower() not in VIDEO_EXTENSIONS:
                     continue
                 rel = Path(rel_folder, name).as_posix()  # Path drops a leading '.'
                 self.files.add(rel)

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from ...tempme_deploy.fileio import atomic_write
 from .frame_sampling import grid_frame_indices
 from .resize import resize_center_crop
+from .video_check import resolve_video_path
 
 CACHE_FORMAT = 'tempme-frame-cache'
 CACHE_VERSION = 1
@@ -204,8 +205,6 @@ class LoadCachedFrames(BaseTransform):
                  size: Optional[int] = None, check_source: bool = True) -> None:
         self.cache_root = cache_root
         self.clip_len = clip_len
-        self.frame_rate = frame_rate
-        self.size = size
         self.rule = cache_rule(clip_len, frame_rate, size)
         self.num_clips = 1
         self.check_source = check_source
@@ -231,8 +230,9 @@ class LoadCachedFrames(BaseTransform):
         if entry is None:
             raise FrameCacheError(f'{filename} is not in the frame cache {self.cache_root!r}; '
                                   'run tools/data/cache_frames.py for this split')
-        if self.check_source and osp.exists(filename):
-            now = source_fingerprint(filename)
+        source = resolve_video_path(filename)  # the file that was cached (bare keys: .mp4)
+        if self.check_source and osp.exists(source):
+            now = source_fingerprint(source)
             if (now['size'], now['mtime_ns']) != (entry['size'], entry['mtime_ns']):
                 raise FrameCacheError(f'{filename} changed since it was cached; run '
                                       'tools/data/cache_frames.py again')

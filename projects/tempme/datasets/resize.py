@@ -27,8 +27,6 @@ def resize_center_crop(frame: np.ndarray, size: int,
                        interpolation: str = 'bicubic') -> np.ndarray:
     """Resize the short side of an (H, W, 3) uint8 frame to ``size``, then crop the centre."""
     height, width = frame.shape[:2]
-    if (height, width) == (size, size):
-        return frame  # what torchvision returns for a frame that is already the size
     if min(height, width) == size:
         # short side already at size (compressed videos): torchvision's resize returns the
         # image unchanged, so only its centre crop (offsets rounded as F.center_crop) is left

@@ -142,8 +142,7 @@ class TempMeViT(nn.Module):
         self.schedule = MergeSchedule(
             num_layers=len(visual.transformer.resblocks), num_frames=num_frames,
             tokens_per_frame=grid_h * grid_w + 1, **settings)
-        patch_h, patch_w = visual.conv1.kernel_size
-        self.frame_size = (grid_h * patch_h, grid_w * patch_w)
+        self.frame_size = tuple(visual.image_size)  # open_clip keeps it as (H, W)
         self.conv1 = visual.conv1
         self.class_embedding = visual.class_embedding
         self.positional_embedding = visual.positional_embedding
