@@ -80,15 +80,19 @@ def test_compression_resumes_reports_bad_files_and_never_touches_sources(tmp_pat
     before = {p: p.stat().st_mtime_ns for p in src.rglob('*') if p.is_file()}
     dst = tmp_path / 'dst'
     (dst).mkdir()
-    (dst / '.short_25fps_176x144.mp4.abc.tmp.mp4').write_bytes(b'killed mid-write')
+    (dst / '.short_25fps_176x144.mp4.abc.tmp').write_bytes(b'killed mid-write')
     done = _compress(src, dst)
     assert done.returncode == 1
     assert f'failed {src / "nested" / "broken.avi"}' in done.stderr
     assert '3 compressed, 0 already there, 1 failed' in done.stdout
     assert sorted(p.name for p in dst.glob('*.mp4')) == NAMES  # the killed run's file is gone
     assert {p: p.stat().st_mtime_ns for p in src.rglob('*') if p.is_file()} == before
+    assert not list(dst.glob('.*'))  # the killed run's temporary file is gone
     again = _compress(src, dst)
     assert '0 compressed, 3 already there, 1 failed' in again.stdout
+    other = _compress(src, dst, '--crf', '20')  # never mixed with another encoding
+    assert other.returncode == 2 and 'compressed with' in other.stderr
+    assert "'crf': 30" in other.stderr and "'crf': 20" in other.stderr
 
 
 # -- the frame cache ------------------------------------------------------------------------
@@ -237,11 +241,10 @@ def test_data_benchmark_reports_every_storage(tmp_path):
     # second apart (the generated texture drifts a pixel per frame)
     assert 0 < compressed['pixel_mean_diff'] < 60 and compressed['feature_cosine_min'] > 0.9
     assert set(report['encoder_videos_per_s']) == {'plain', 'tempme'}
-    augment = report['augment']  # the value tables give the reference's clips
-    assert augment['bit_identical'] is True
-    assert set(augment['ms_per_clip']) == {'per_frame', 'value_tables'}
+    augment = report['augment']
+    assert augment['ms_per_clip'] > 0
     assert len(augment['ms_per_clip_by_op']) == 15 and 'Rotate' in augment['ms_per_clip_by_op']
     assert (tmp_path / 'bench.png').stat().st_size > 5000
     assert '| cache |' in (tmp_path / 'bench.md').read_text()
-    assert 'bit-identical: True' in (tmp_path / 'bench.md').read_text()
+    assert 'each operation when drawn: ' in (tmp_path / 'bench.md').read_text()
     assert torch.isfinite(torch.tensor(report['encoder_videos_per_s']['tempme']))

@@ -6,9 +6,10 @@ path and stem under DST as H.264 mp4 (``--fps`` frames per second, short side
 ``--short-side``, a keyframe on every second and no B-frames so seeking is cheap, no audio).
 Time is preserved: output frame ``k`` shows the source frame on screen at ``k / fps``
 seconds, so the reference frame rule (a 1 fps grid, thinned to 12) picks the same moments,
-and those are keyframes. Finished files are skipped,
-each output is written to a temporary name and renamed, sources are never modified, and a
-video that fails is reported by path without stopping the others.
+and those are keyframes. Finished files are skipped (DST records the settings in
+``compression.json``; a run with other settings is refused), each output is written to a
+temporary name and renamed, sources are never modified, and a video that fails is reported
+by path without stopping the others.
 
 Example::
 
@@ -16,17 +17,23 @@ Example::
         --workers 8
 """
 import argparse
+import json
 import os
 import os.path as osp
 import sys
-import tempfile
 from fractions import Fraction
 from multiprocessing import get_context
+from pathlib import Path
 from typing import List, Optional, Tuple
 
 from tqdm import tqdm
 
+from projects.tempme_deploy.fileio import TMP_SUFFIX, atomic_write, read_stamped_json
 from projects.tempme_deploy.video_files import VIDEO_EXTENSIONS
+
+#: The settings a destination folder was written with: a run with others is refused, so a
+#: resumed run never mixes two encodings.
+SETTINGS_FILE, SETTINGS_FORMAT = 'compression.json', 'tempme-compressed-videos'
 
 
 def output_size(width: int, height: int, short_side: int) -> Tuple[int, int]:
@@ -36,67 +43,66 @@ def output_size(width: int, height: int, short_side: int) -> Tuple[int, int]:
 
 
 def compress_video(src: str, dst: str, fps: Fraction, short_side: int, crf: int = 30) -> int:
-    """Write ``src`` re-encoded to ``dst`` (via a temporary file); returns frames written."""
+    """Write ``src`` re-encoded to ``dst`` (atomically); returns frames written."""
+    written = 0
+
+    def encode(tmp: str) -> None:
+        nonlocal written
+        written = _encode(src, tmp, fps, short_side, crf)
+
+    atomic_write(dst, encode)
+    return written
+
+
+def _encode(src: str, tmp: str, fps: Fraction, short_side: int, crf: int) -> int:
     import av
     from av.video.frame import PictureType
 
-    folder = osp.dirname(osp.abspath(dst))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'.{osp.basename(dst)}.', suffix='.tmp.mp4')
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's files are private; outputs are ordinary files
     written = 0
-    try:
-        with av.open(src) as source, av.open(tmp, 'w', format='mp4') as target:
-            stream = source.streams.video[0]
-            stream.thread_type = 'AUTO'
-            width, height = output_size(stream.codec_context.width,
-                                        stream.codec_context.height, short_side)
-            out = target.add_stream('libx264', rate=fps)
-            out.width, out.height, out.pix_fmt = width, height, 'yuv420p'
-            keyint = max(1, round(float(fps)))
-            # fastdecode (no CABAC, no deblocking): 2-2.5x faster to decode, measured with
-            # decord on 3 fps 224 px clips; a keyframe every second keeps seeking short;
-            # no B-frames (bf 0): no reorder delay after each of decord's seeks, 1.4x less
-            # CPU per 12-frame clip than veryfast's 3 B-frames (measured, same crf)
-            out.options = {'crf': str(crf), 'preset': 'veryfast', 'tune': 'fastdecode',
-                           'g': str(keyint), 'keyint_min': str(keyint), 'sc_threshold': '0',
-                           'bf': '0'}
-            out.codec_context.time_base = Fraction(1) / fps
+    with av.open(src) as source, av.open(tmp, 'w', format='mp4') as target:
+        stream = source.streams.video[0]
+        stream.thread_type = 'AUTO'
+        width, height = output_size(stream.codec_context.width,
+                                    stream.codec_context.height, short_side)
+        out = target.add_stream('libx264', rate=fps)
+        out.width, out.height, out.pix_fmt = width, height, 'yuv420p'
+        keyint = max(1, round(float(fps)))
+        # fastdecode (no CABAC, no deblocking): 2-2.5x faster to decode, measured with
+        # decord on 3 fps 224 px clips; a keyframe every second keeps seeking short;
+        # no B-frames (bf 0): no reorder delay after each of decord's seeks, 1.4x less
+        # CPU per 12-frame clip than veryfast's 3 B-frames (measured, same crf)
+        out.options = {'crf': str(crf), 'preset': 'veryfast', 'tune': 'fastdecode',
+                       'g': str(keyint), 'keyint_min': str(keyint), 'sc_threshold': '0',
+                       'bf': '0'}
+        out.codec_context.time_base = Fraction(1) / fps
 
-            def emit(frame, until: float) -> None:
-                nonlocal written
-                # every output time before ``until`` shows ``frame``
-                while written / fps < until - 1e-6:
-                    scaled = frame.reformat(width=width, height=height, format='yuv420p',
-                                            interpolation='AREA')
-                    scaled.pts, scaled.time_base = written, Fraction(1) / fps
-                    # keyframes exactly on the seconds (x264 alone may restart its count at
-                    # an extra keyframe), where the 1 fps frame grid seeks
-                    scaled.pict_type = PictureType.I if written % keyint == 0 else \
-                        PictureType.NONE
-                    for packet in out.encode(scaled):
-                        target.mux(packet)
-                    written += 1
+        def emit(frame, until: float) -> None:
+            nonlocal written
+            # every output time before ``until`` shows ``frame``
+            while written / fps < until - 1e-6:
+                scaled = frame.reformat(width=width, height=height, format='yuv420p',
+                                        interpolation='AREA')
+                scaled.pts, scaled.time_base = written, Fraction(1) / fps
+                # keyframes exactly on the seconds (x264 alone may restart its count at
+                # an extra keyframe), where the 1 fps frame grid seeks
+                scaled.pict_type = PictureType.I if written % keyint == 0 else \
+                    PictureType.NONE
+                for packet in out.encode(scaled):
+                    target.mux(packet)
+                written += 1
 
-            previous, last_time, step = None, 0.0, 1.0 / float(stream.average_rate or 25)
-            for frame in source.decode(stream):
-                time = frame.time if frame.time is not None else last_time + step
-                if previous is not None:
-                    emit(previous, time)
-                    step = max(time - last_time, 1e-3)
-                previous, last_time = frame, time
-            if previous is None:
-                raise ValueError('no frames decoded')
-            emit(previous, last_time + step)  # the last frame lasts one source frame
-            for packet in out.encode():
-                target.mux(packet)
-        os.replace(tmp, dst)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
+        previous, last_time, step = None, 0.0, 1.0 / float(stream.average_rate or 25)
+        for frame in source.decode(stream):
+            time = frame.time if frame.time is not None else last_time + step
+            if previous is not None:
+                emit(previous, time)
+                step = max(time - last_time, 1e-3)
+            previous, last_time = frame, time
+        if previous is None:
+            raise ValueError('no frames decoded')
+        emit(previous, last_time + step)  # the last frame lasts one source frame
+        for packet in out.encode():
+            target.mux(packet)
     return written
 
 
@@ -131,8 +137,9 @@ def compress_tree(src: str, dst: str, fps: float = 3, short_side: int = 224, wor
     videos = find_videos(src)
     for folder, _, names in os.walk(dst):  # left by a run that was killed mid-write
         for name in names:
-            if name.startswith('.') and name.endswith('.tmp.mp4'):
+            if name.startswith('.') and name.endswith(TMP_SUFFIX):
                 os.remove(osp.join(folder, name))
+    _check_settings(dst, dict(fps=str(Fraction(str(fps))), short_side=short_side, crf=crf))
     todo = [v for v in videos if not osp.isfile(target_path(dst, v))]
     stems = {}
     for v in videos:
@@ -157,6 +164,24 @@ def compress_tree(src: str, dst: str, fps: float = 3, short_side: int = 224, wor
                 skipped=len(videos) - len(jobs), failed=failed)
 
 
+def _check_settings(dst: str, settings: dict) -> None:
+    """Record the settings in ``dst``, or refuse when it holds videos written with others."""
+    path = osp.join(dst, SETTINGS_FILE)
+    if osp.isfile(path):
+        held = read_stamped_json(path, SETTINGS_FORMAT, 1, 'settings record')
+        held = {key: held.get(key) for key in settings}
+        if held != settings:
+            raise ValueError(f'{dst} holds videos compressed with {held}, this run asks for '
+                             f'{settings}: use another DST, or delete {dst} to start over')
+        return
+    if osp.isdir(dst) and find_videos(dst):
+        raise ValueError(f'{dst} holds videos but no {SETTINGS_FILE}: they were not written '
+                         'by this tool (or by an older version); use another DST')
+    text = json.dumps(dict(format=SETTINGS_FORMAT, version=1, **settings), indent=1)
+    os.makedirs(dst, exist_ok=True)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('src', help='folder of source videos (searched recursively)')
@@ -173,8 +198,11 @@ def main(argv=None) -> int:
         parser.error(f'no such folder: {args.src}')
     if args.fps <= 0 or args.short_side < 2:
         parser.error('--fps must be > 0 and --short-side >= 2')
-    stats = compress_tree(args.src, args.dst, args.fps, args.short_side, args.workers,
-                          args.crf, not args.no_progress)
+    try:
+        stats = compress_tree(args.src, args.dst, args.fps, args.short_side, args.workers,
+                              args.crf, not args.no_progress)
+    except ValueError as err:
+        parser.error(str(err))
     print(f'{args.dst}: {stats["found"]} videos; {stats["compressed"]} compressed, '
           f'{stats["skipped"]} already there, {len(stats["failed"])} failed')
     return 1 if stats['failed'] else 0

@@ -6,25 +6,14 @@ every frame, so the clip stays temporally consistent. timm's ``RandAugment`` dra
 operations, probabilities and magnitudes again for every image it is called on, so
 this module keeps timm's operations and policy parsing and only moves the draws to the
 clip level, consuming the random streams in the same order as the reference.
-
-The operations that send each channel value through one table (invert, solarize,
-solarize-add, posterize, brightness) run as that table on the whole clip at once; the
-table is read off a 0..255 ramp with timm's own operation, so the pixels are the
-reference's, bit for bit (tested), and those operations run 1.3-1.7x faster than through
-PIL frame by frame (12-frame 320x240 clips). Most of the time goes to the bicubic rotate,
-shear and translate (40-56 ms per clip when drawn) and sharpness; they stay PIL's, frame
-by frame: OpenCV's warps round coordinates to 1/32 pixel, so no faster path is exact, and
-stacking frames into one image saves nothing (the work is per pixel), measured.
 """
 import random
 from typing import Callable, Dict, List, Optional, Tuple
 
-import cv2
 import numpy as np
 from mmaction.registry import TRANSFORMS
 from mmcv.transforms import BaseTransform
 from PIL import Image
-from timm.data import auto_augment as timm_ops
 from timm.data.auto_augment import AugmentOp, rand_augment_transform
 
 _INTERPOLATION = {
@@ -32,20 +21,6 @@ _INTERPOLATION = {
     'bilinear': Image.BILINEAR,
     'random': (Image.BILINEAR, Image.BICUBIC),
 }
-
-
-#: Operations whose output channel value depends on that input channel value alone (PIL
-#: point operations and a blend with black). Not color (mixes channels), autocontrast,
-#: equalize, contrast (image statistics), sharpness (a filter) or the geometric ones.
-PER_VALUE_OPS = frozenset({timm_ops.invert, timm_ops.solarize, timm_ops.solarize_add,
-                           timm_ops.posterize, timm_ops.brightness})
-_RAMP = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, axis=2)  # (1, 256, 3)
-
-
-def value_table(fn: Callable, args: Tuple, kwargs: Dict) -> np.ndarray:
-    """The ``(256, 1, 3)`` table of a per-value operation: the operation run on a ramp."""
-    return np.asarray(fn(Image.fromarray(_RAMP), *args, **kwargs).convert('RGB')).reshape(
-        256, 1, 3)
 
 
 def _draw_arguments(op: AugmentOp) -> Optional[Tuple]:
@@ -79,13 +54,10 @@ class ClipRandAugment(BaseTransform):
             by a fraction of the frame instead).
         interpolation: Resampling of the geometric operations: ``'bicubic'`` (the
             reference), ``'bilinear'`` or ``'random'``.
-        value_tables: Run the per-value operations as one table on the whole clip
-            (bit-identical, faster; see the module docstring). ``False`` runs every
-            operation through PIL frame by frame, as the reference does.
     """
 
     def __init__(self, config: str = 'rand-m7-n4-mstd0.5-inc1', translate_const: int = 100,
-                 interpolation: str = 'bicubic', value_tables: bool = True) -> None:
+                 interpolation: str = 'bicubic') -> None:
         if interpolation not in _INTERPOLATION:
             raise ValueError(
                 f'interpolation must be one of {sorted(_INTERPOLATION)}, got {interpolation!r}')
@@ -95,7 +67,6 @@ class ClipRandAugment(BaseTransform):
         self.config = config
         self.translate_const = translate_const
         self.interpolation = interpolation
-        self.value_tables = value_tables
         try:
             self.policy = rand_augment_transform(
                 config, dict(translate_const=translate_const,
@@ -119,39 +90,13 @@ class ClipRandAugment(BaseTransform):
         drawn = self.draw()
         if not drawn:
             return results
-        imgs = results['imgs']
-        if not (self.value_tables and any(fn in PER_VALUE_OPS for fn, _, _ in drawn)
-                and _stackable(imgs)):
-            frames = [Image.fromarray(frame) for frame in imgs]
-            for fn, args, kwargs in drawn:
-                frames = [fn(frame, *args, **kwargs) for frame in frames]
-            results['imgs'] = [np.asarray(frame.convert('RGB')) for frame in frames]
-            return results
-        clip, frames = np.stack(imgs), None  # one of the two holds the clip
+        frames = [Image.fromarray(frame) for frame in results['imgs']]
         for fn, args, kwargs in drawn:
-            if fn in PER_VALUE_OPS:
-                if frames is not None:  # every operation keeps RGB: converting now is the same
-                    clip = np.stack([np.asarray(frame.convert('RGB')) for frame in frames])
-                    frames = None
-                clip = cv2.LUT(clip.reshape(-1, *clip.shape[2:]),
-                               value_table(fn, args, kwargs)).reshape(clip.shape)
-            else:
-                if frames is None:
-                    frames = [Image.fromarray(frame) for frame in clip]
-                frames = [fn(frame, *args, **kwargs) for frame in frames]
-        results['imgs'] = list(clip) if frames is None else [
-            np.asarray(frame.convert('RGB')) for frame in frames]
+            frames = [fn(frame, *args, **kwargs) for frame in frames]
+        results['imgs'] = [np.asarray(frame.convert('RGB')) for frame in frames]
         return results
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(config={self.config!r}, '
                 f'translate_const={self.translate_const}, '
-                f'interpolation={self.interpolation!r}, value_tables={self.value_tables})')
-
-
-def _stackable(imgs) -> bool:
-    """Frames of one shape, uint8 RGB: what one table over the whole clip needs."""
-    first = imgs[0] if len(imgs) else None
-    return (isinstance(first, np.ndarray) and first.dtype == np.uint8 and first.ndim == 3
-            and first.shape[2] == 3 and all(isinstance(f, np.ndarray) and f.shape == first.shape
-                                            and f.dtype == np.uint8 for f in imgs))
+                f'interpolation={self.interpolation!r})')
