@@ -15,11 +15,10 @@ from projects.tempme.evaluation import retrieval_metrics
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = 'configs/tempme_tiny.py'
 #: 2 x 2 against 1 x 4 videos per step, plain SGD: the largest weight difference as a
-#: share of the largest update (LoRA B starts at zero, so its value is the update). Float
-#: rounding that depends on the batch size breaks exact ties in the token matching (flat
-#: synthetic backgrounds give identical tokens) one way or the other, which moves the
-#: ClipMe layers a little; a gradient scaled by the world size would move them by 50-100%.
-DIST_RTOL = 0.05
+#: share of the largest update (LoRA B starts at zero, so its value is the update).
+#: Measured: 7.9e-6 of 0.117 (7e-5), float rounding that depends on the batch size; a
+#: gradient scaled by the world size would differ by 50-100% of the update.
+DIST_RTOL = 1e-3
 
 
 def _data_options(data_root):
