@@ -109,6 +109,12 @@ def cache_rule(clip_len: int, frame_rate: float, size: Optional[int] = None) -> 
                 size=None if size is None else int(size))
 
 
+def _source_unchanged(entry: dict, path: str) -> bool:
+    """The source file still has the size and mtime it had when it was cached."""
+    now = source_fingerprint(path)
+    return (now['size'], now['mtime_ns']) == (entry['size'], entry['mtime_ns'])
+
+
 def _describe(rule: dict) -> str:
     return ', '.join(f'{k}={v}' for k, v in rule.items())
 
@@ -145,12 +151,11 @@ def update_cache(cache_root: str, videos: Sequence[Tuple[str, str]], rule: dict,
         elif manifest:
             print(f'{root}: made for {_describe(held)}; re-caching for {_describe(rule)}',
                   file=sys.stderr)
-    todo = []
+    todo, paths = [], dict(videos)
     for key, path in videos:
         entry = entries.get(key)
         fresh = entry is not None and osp.isfile(cache_entry_path(root, key)) and \
-            osp.isfile(path) and (entry['size'], entry['mtime_ns']) == tuple(
-                source_fingerprint(path).values())
+            osp.isfile(path) and _source_unchanged(entry, path)
         if not fresh:
             entries.pop(key, None)
             todo.append((key, path, root, rule))
@@ -164,7 +169,7 @@ def update_cache(cache_root: str, videos: Sequence[Tuple[str, str]], rule: dict,
                                       disable=not progress, file=sys.stderr):
             if entry is None:
                 stats['failed'] += 1
-                tqdm.write(f'skipped {dict(videos)[key]}: {error}', file=sys.stderr)
+                tqdm.write(f'skipped {paths[key]}: {error}', file=sys.stderr)
                 continue
             entries[key] = entry
             stats['cached'] += 1
@@ -231,11 +236,9 @@ class LoadCachedFrames(BaseTransform):
             raise FrameCacheError(f'{filename} is not in the frame cache {self.cache_root!r}; '
                                   'run tools/data/cache_frames.py for this split')
         source = resolve_video_path(filename)  # the file that was cached (bare keys: .mp4)
-        if self.check_source and osp.exists(source):
-            now = source_fingerprint(source)
-            if (now['size'], now['mtime_ns']) != (entry['size'], entry['mtime_ns']):
-                raise FrameCacheError(f'{filename} changed since it was cached; run '
-                                      'tools/data/cache_frames.py again')
+        if self.check_source and osp.exists(source) and not _source_unchanged(entry, source):
+            raise FrameCacheError(f'{filename} changed since it was cached; run '
+                                  'tools/data/cache_frames.py again')
         path = cache_entry_path(self.cache_root, relative)
         try:
             frames = np.load(path, allow_pickle=False)
