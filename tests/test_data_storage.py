@@ -248,3 +248,20 @@ def test_data_benchmark_reports_every_storage(tmp_path):
     assert '| cache |' in (tmp_path / 'bench.md').read_text()
     assert 'each operation when drawn: ' in (tmp_path / 'bench.md').read_text()
     assert torch.isfinite(torch.tensor(report['encoder_videos_per_s']['tempme']))
+
+
+def test_bare_video_keys_are_cached_and_read_as_decord_opens_them(tmp_path):
+    from mmengine.config import Config
+
+    from tools.data.cache_frames import cache_jobs
+    stem = NAMES[0][:-len('.mp4')]
+    (tmp_path / 'ann.json').write_text(json.dumps({stem: ['a caption']}))
+    step = dict(type='LoadCachedFrames', cache_root=str(tmp_path / 'cache'), clip_len=12)
+    cfg = Config(dict(test_dataloader=dict(dataset=dict(
+        data_root=str(tmp_path), ann_file='ann.json', data_prefix=dict(video=str(VIDEOS)),
+        pipeline=[step]))))
+    (root, (rule, videos)), = cache_jobs(cfg, ['test']).items()
+    assert videos == [(stem, str(VIDEOS / NAMES[0]))]  # DecordInit appends .mp4 too
+    assert update_cache(root, videos, rule, progress=False)['cached'] == 1
+    results = LoadCachedFrames(root)(dict(filename=str(VIDEOS / stem), video=stem))
+    assert len(results['imgs']) == 12
