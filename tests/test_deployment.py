@@ -20,7 +20,8 @@ import torch
 from projects.tempme.apis.inference import (describe, encode_texts, encode_videos, init_retriever,
                                             model_fingerprint)
 from projects.tempme.datasets.transforms import clip_tokenizer, tokenize_captions
-from projects.tempme.deployment import ExportParityError, export_onnx, merge_margins, onnx_export
+from projects.tempme.deployment import (ExportParityError, VideoEmbedder, deployable_model,
+                                        export_onnx, merge_margins, onnx_export)
 from projects.tempme.deployment.parity import compare_embeddings
 from projects.tempme.merging.matching import bipartite_soft_matching, decision_margins, merge_wavg
 from projects.tempme_deploy.onnx_retriever import ExportFormatError, OnnxRetriever
@@ -155,6 +156,34 @@ def test_tiny_export_matches_pytorch_through_the_lean_runtime(tiny_export):
                                encode_texts(loaded, captions).numpy(), atol=1e-4)
     with pytest.raises(ValueError, match=r'uint8 \(batch, 12, 3, 112, 112\)'):
         retriever.encode_videos(videos[:, :8].numpy())
+
+
+def test_time_breakdown_splits_matrix_products_from_the_rest_in_both_backends(tiny_export):
+    from tools.analysis.benchmark_deploy import (MATRIX_OPS, eager_operator_ms,
+                                                 kernel_ms_of_last_run,
+                                                 onnxruntime_operator_ms, time_split)
+    loaded, out, _ = tiny_export
+    frames = torch.randint(0, 256, (2, 12, 3, 112, 112), dtype=torch.uint8)
+    eager_ms = eager_operator_ms(VideoEmbedder(deployable_model(loaded.model)).eval(), frames)
+    runtime_ms = onnxruntime_operator_ms(out, frames.numpy())
+    for operators, backend in ((eager_ms, 'eager'), (runtime_ms, 'onnxruntime')):
+        split = time_split(operators, MATRIX_OPS[backend])
+        assert 0 < split['matrix_ms'] < split['total_ms']
+        assert split['matrix_ms'] + split['other_ms'] == pytest.approx(split['total_ms'])
+        assert split['total_ms'] == pytest.approx(sum(operators.values()))
+    assert {'aten::addmm', 'aten::mkldnn_convolution'} <= set(eager_ms)
+    assert {'MatMul', 'Conv'} <= set(runtime_ms)
+
+    # only the last run of a profile counts: the first one allocates
+    def node(op, ts, dur):
+        return dict(cat='Node', name=f'{op}_kernel_time', ts=ts, dur=dur,
+                    args=dict(op_name=op))
+    events = [dict(cat='Session', name='model_run', ts=0, dur=100), node('MatMul', 10, 90),
+              dict(cat='Session', name='model_run', ts=200, dur=100), node('MatMul', 210, 30),
+              node('Add', 250, 20)]
+    assert kernel_ms_of_last_run(events) == {'MatMul': 0.03, 'Add': 0.02}
+    with pytest.raises(ValueError, match='no model_run'):
+        kernel_ms_of_last_run(events[1:2])
 
 
 @pytest.mark.parametrize('options', [NO_MERGING, TOME_ONLY, OTHER_SCHEDULE],

@@ -49,20 +49,16 @@ class OnnxRetriever:
         export_dir: an export folder.
         threads: intra-op threads per session (ONNX Runtime's default: all cores).
         load_video: also load the video graph (a query service needs only the text one).
-        spin: let ONNX Runtime's threads spin between runs (faster back-to-back runs;
-            a server that shares the cores with its own request handling turns it off).
     """
 
     def __init__(self, export_dir: str, threads: Optional[int] = None,
-                 load_video: bool = True, spin: bool = True) -> None:
+                 load_video: bool = True) -> None:
         import onnxruntime as ort
         self.export_dir = export_dir
         self.info = read_export_info(export_dir)
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        if not spin:
-            options.add_session_config_entry('session.intra_op.allow_spinning', '0')
 
         def session(name):
             return ort.InferenceSession(_checked_path(export_dir, self.info, name), options,

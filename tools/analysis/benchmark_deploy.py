@@ -13,9 +13,11 @@ export passes its ONNX Runtime parity check), then times, interleaved in one run
 * a text query (one caption -> embedding, tokenizer included on both sides);
 
 in PyTorch eager and in ONNX Runtime, and reports ratios within the same rounds next to
-the GMACs ratio. Then it serves a ``--index-size``-video index of random embeddings
-with ``tools/deployment/serve_search.py`` and measures request latency (p50 / p99)
-with ``--clients`` concurrent HTTP clients. Writes ``results.json``, ``results.md``
+the GMACs ratio. One profiled call per backend splits TempMe's video time into matrix
+products and the rest, which bounds what any exact float32 backend can gain. Then it
+serves a ``--index-size``-video index of random embeddings with
+``tools/deployment/serve_search.py`` and measures request latency (p50 / p99) with
+``--clients`` concurrent HTTP clients. Writes ``results.json``, ``results.md``
 and ``results.png`` into ``--out``.
 """
 import argparse
@@ -30,7 +32,7 @@ import threading
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -91,28 +93,83 @@ def _latencies(models, sessions, args, log) -> Dict:
     return figures
 
 
-def _operator_shares(export_dir: str, frames_shape, runs: int = 2) -> Dict[str, float]:
-    """Share of ONNX Runtime's kernel time per operator type, TempMe video graph, batch 1."""
+#: Operators that are matrix products (the patch embedding's convolution included): the
+#: work both backends hand to a GEMM library, and most of the time of a ViT on a CPU.
+MATRIX_OPS = {'eager': ('aten::addmm', 'aten::mm', 'aten::bmm', 'aten::mkldnn_convolution'),
+              'onnxruntime': ('MatMul', 'FusedMatMul', 'Gemm', 'Conv')}
+
+
+def eager_operator_ms(module: torch.nn.Module, frames: torch.Tensor) -> Dict[str, float]:
+    """Self CPU milliseconds per aten operator over one profiled (warm) call."""
+    with torch.no_grad():
+        module(frames)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            module(frames)
+    return {event.key: event.self_cpu_time_total / 1e3 for event in prof.key_averages()}
+
+
+def onnxruntime_operator_ms(export_dir: str, frames: np.ndarray) -> Dict[str, float]:
+    """Kernel milliseconds per operator type over the second of two profiled calls of the
+    video graph (the first allocates)."""
     import onnxruntime as ort
     options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
     options.enable_profiling = True
     options.profile_file_prefix = osp.join(export_dir, 'ort_profile')
     session = ort.InferenceSession(osp.join(export_dir, 'video_encoder.onnx'), options,
                                    providers=['CPUExecutionProvider'])
-    frames = np.zeros((1, *frames_shape), np.uint8)
-    for _ in range(runs):
+    for _ in range(2):
         session.run(None, {'frames': frames})
     path = session.end_profiling()
     with open(path) as f:
         events = json.load(f)
     os.remove(path)
+    return kernel_ms_of_last_run(events)
+
+
+def kernel_ms_of_last_run(events: List[Dict]) -> Dict[str, float]:
+    """Kernel milliseconds per operator type within the last ``model_run`` of an ONNX
+    Runtime profile."""
+    runs = [e for e in events if e.get('cat') == 'Session' and e['name'] == 'model_run']
+    if not runs:
+        raise ValueError('the ONNX Runtime profile holds no model_run')
+    last = max(runs, key=lambda e: e['ts'])
     totals: Dict[str, float] = {}
     for event in events:
-        if event.get('cat') == 'Node' and event['name'].endswith('_kernel_time'):
+        if event.get('cat') == 'Node' and event['name'].endswith('_kernel_time') and \
+                last['ts'] <= event['ts'] <= last['ts'] + last['dur']:
             op = event['args']['op_name']
-            totals[op] = totals.get(op, 0.0) + event['dur']
-    whole = sum(totals.values())
-    return {op: t / whole for op, t in sorted(totals.items(), key=lambda kv: -kv[1])}
+            totals[op] = totals.get(op, 0.0) + event['dur'] / 1e3
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
+def time_split(operator_ms: Dict[str, float], matrix_ops: Sequence[str]) -> Dict[str, float]:
+    """Total, matrix-product and other milliseconds of a per-operator profile."""
+    total = sum(operator_ms.values())
+    matrix = sum(ms for op, ms in operator_ms.items() if op in matrix_ops)
+    return dict(total_ms=total, matrix_ms=matrix, other_ms=total - matrix)
+
+
+def _breakdown(models, export_dir: str, frames_shape, batches: Sequence[int], log) -> Dict:
+    """Where TempMe's video encoder spends its time, per backend and batch size.
+
+    ``ceiling`` is eager's total over eager's matrix-product time: how much faster than
+    eager an exact float32 backend can be if its matrix products are as fast as
+    PyTorch's and everything else costs nothing.
+    """
+    report = {}
+    for batch in batches:
+        frames = torch.randint(0, 256, (batch, *frames_shape), dtype=torch.uint8,
+                               generator=torch.Generator().manual_seed(batch))
+        log(f'  batch {batch}: one profiled call per backend')
+        eager = time_split(eager_operator_ms(models['tempme']['video'], frames),
+                           MATRIX_OPS['eager'])
+        operators = onnxruntime_operator_ms(export_dir, frames.numpy())
+        runtime = time_split(operators, MATRIX_OPS['onnxruntime'])
+        report[f'video_b{batch}'] = dict(
+            eager=eager, onnxruntime=runtime, ceiling=eager['total_ms'] / eager['matrix_ms'],
+            onnxruntime_operators={op: ms / runtime['total_ms'] for op, ms in operators.items()})
+    return report
 
 
 def _no_grad(module, frames):
@@ -217,10 +274,19 @@ def markdown(report: Dict) -> str:
               f'{p["text"]["max_abs_diff"]:.1e}' for m, p in parity.items()]
     lines += ['', 'export parity (ONNX Runtime vs PyTorch, 8 random videos and 1 alone): '
               + ', '.join(checks)]
-    shares = report.get('onnxruntime_operators')
-    if shares:
-        lines += ['', 'ONNX Runtime kernel time of the TempMe video graph (batch 1) by operator: '
-                  + ', '.join(f'{op} {share:.0%}' for op, share in list(shares.items())[:6])]
+    lines += ['', 'where TempMe\'s video encoder spends its time (one profiled call each; '
+              'matrix products: GEMMs and the patch convolution):', '',
+              '| workload | eager: matrix / other ms | ORT: matrix / other ms | '
+              'ceiling over eager | ORT operators |', '|---|---|---|---|---|']
+    for workload, row in report['breakdown'].items():
+        eager, runtime = row['eager'], row['onnxruntime']
+        operators = ', '.join(f'{op} {share:.0%}'
+                              for op, share in list(row['onnxruntime_operators'].items())[:5])
+        lines.append(f'| {workload} | {eager["matrix_ms"]:.0f} / {eager["other_ms"]:.0f} | '
+                     f'{runtime["matrix_ms"]:.0f} / {runtime["other_ms"]:.0f} | '
+                     f'{row["ceiling"]:.2f}x | {operators} |')
+    lines += ['', 'ceiling: eager total / eager matrix-product time, the most an exact float32 '
+              'backend with PyTorch\'s matrix-product speed can gain over eager']
     if report.get('service'):
         s = report['service']
         lines += ['', f'search service: {s["index_size"]} videos, {s["clients"]} concurrent '
@@ -236,7 +302,8 @@ def plot(report: Dict, path: str) -> None:
     import matplotlib.pyplot as plt
     workloads = [w for w in report['latency'] if w != 'gmacs']
     names = ['plain/eager', 'plain/onnxruntime', 'tempme/eager', 'tempme/onnxruntime']
-    fig, ax = plt.subplots(figsize=(8, 3.6), dpi=110)
+    fig, (ax, split) = plt.subplots(1, 2, figsize=(11, 3.8), dpi=110,
+                                    gridspec_kw=dict(width_ratios=[3, 2]))
     width = 0.2
     for j, name in enumerate(names):
         values = [report['latency'][w]['ms'][name] for w in workloads]
@@ -246,6 +313,22 @@ def plot(report: Dict, path: str) -> None:
     ax.set_yscale('log')
     ax.legend(fontsize=8)
     ax.set_title('PyTorch eager vs ONNX Runtime, plain CLIP vs TempMe (CPU)', fontsize=9)
+    # TempMe's time split, as a share of eager's total at the same batch size
+    rows = report['breakdown']
+    for i, (workload, row) in enumerate(rows.items()):
+        scale = row['eager']['total_ms']
+        for j, backend in enumerate(('eager', 'onnxruntime')):
+            x = i + (j - 0.5) * 0.35
+            matrix, other = row[backend]['matrix_ms'] / scale, row[backend]['other_ms'] / scale
+            split.bar(x, matrix, 0.3, color='tab:blue' if j else 'tab:gray',
+                      label=f'{backend}: matrix products' if not i else None)
+            split.bar(x, other, 0.3, bottom=matrix, color='tab:orange' if j else 'silver',
+                      label=f'{backend}: other' if not i else None)
+    split.axhline(1 / 1.3, color='k', ls='--', lw=0.8, label='1.3x faster than eager')
+    split.set_xticks(np.arange(len(rows)), list(rows))
+    split.set_ylabel('time / eager total')
+    split.legend(fontsize=7, loc='lower right')
+    split.set_title('TempMe video encoder: where the time goes', fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -270,10 +353,10 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         sessions[method] = OnnxRetriever(export_dir)
     log('timing')
     times = _latencies(models, sessions, args, log)
-    log('profiling the TempMe video graph in ONNX Runtime')
-    operators = _operator_shares(osp.join(args.out, 'tempme'), sessions['tempme'].frames_shape)
-    report = dict(config=args.config, rounds=args.rounds, parity=parity,
-                  onnxruntime_operators=operators,
+    log('profiling TempMe\'s video encoder in both backends')
+    breakdown = _breakdown(models, osp.join(args.out, 'tempme'),
+                           sessions['tempme'].frames_shape, args.batches, log)
+    report = dict(config=args.config, rounds=args.rounds, parity=parity, breakdown=breakdown,
                   latency=_summarise(times, gmacs), raw_seconds=times)
     if not args.skip_service:
         log('search service load test')
