@@ -5,13 +5,14 @@ _base_ = ['tempme_msrvtt.py']
 
 # training: frames as decoded (RandAugment and the resize run per item); evaluation: the
 # final 224 px clips (nothing random is left), so the resize step has nothing to do
-load_cached = dict(type='LoadCachedFrames', cache_root='data/msrvtt/frame_cache',
-                   clip_len=_base_.num_frames, frame_rate=1)
-load_cached_eval = dict(load_cached, cache_root='data/msrvtt/frame_cache_eval',
-                        size=_base_.image_size)
+load_cached = dict(type='LoadCachedFrames', clip_len=_base_.num_frames, frame_rate=1)
+load_cached_eval = dict(load_cached, size=_base_.image_size)
 # the reference pipelines with decord's three steps replaced by the cache
 train_pipeline = [load_cached] + _base_.train_pipeline[3:]
 test_pipeline = [load_cached_eval] + _base_.test_pipeline[3:]
-train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
-val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+# the caches live under data_root next to the videos: a new data_root moves both
+train_dataloader = dict(
+    dataset=dict(pipeline=train_pipeline, data_prefix=dict(frame_cache='frame_cache')))
+val_dataloader = dict(
+    dataset=dict(pipeline=test_pipeline, data_prefix=dict(frame_cache='frame_cache_eval')))
 test_dataloader = val_dataloader

@@ -33,10 +33,7 @@ test_pipeline = [
     dict(type='OpenCLIPTokenize', context_length=32),
     dict(type='PackVideoTextInputs'),
 ]
-train_pipeline = [
-    dict(type='LoadCachedFrames', cache_root=data_root + '/frame_cache', clip_len=12,
-         frame_rate=1),
-] + test_pipeline[3:]
+train_pipeline = [dict(type='LoadCachedFrames', clip_len=12, frame_rate=1)] + test_pipeline[3:]
 # Order twins (the same frames in another order) share a global batch, so the loss has
 # to tell them apart: without that, random batches almost never contain a twin pair.
 train_dataloader = dict(
@@ -45,7 +42,8 @@ train_dataloader = dict(
     batch_size=32, num_workers=0, persistent_workers=False,
     sampler=dict(_delete_=True, type='VideoGroupSampler', groups_file='meta.json',
                  groups_key='splits.train.twin_groups'),
-    dataset=dict(data_root=data_root, ann_file='train.json', pipeline=train_pipeline))
+    dataset=dict(data_root=data_root, ann_file='train.json', pipeline=train_pipeline,
+                 data_prefix=dict(frame_cache='frame_cache')))
 val_dataloader = dict(
     batch_size=32, num_workers=0, persistent_workers=False,
     dataset=dict(data_root=data_root, ann_file='val.json', pipeline=test_pipeline))

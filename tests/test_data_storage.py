@@ -12,8 +12,9 @@ import pytest
 import torch
 from mmaction.registry import TRANSFORMS
 
-from projects.tempme.datasets import FrameCacheError, LoadCachedFrames, grid_frame_indices
-from projects.tempme.datasets.frame_cache import cache_rule, read_manifest, update_cache
+from projects.tempme.datasets import (FrameCacheError, LoadCachedFrames, VideoTextRetrievalDataset,
+                                      grid_frame_indices)
+from projects.tempme.datasets.frame_cache import MANIFEST, cache_rule, read_manifest, update_cache
 from tools.analysis import check_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,6 +124,23 @@ def test_cached_clips_are_bit_identical_to_decoding(cache):
         assert cached['imgs'][0].dtype == np.uint8
 
 
+def test_the_cache_folder_is_the_datasets_unless_the_step_names_one(cache, tmp_path):
+    (tmp_path / 'ann.json').write_text(json.dumps({NAMES[0]: ['a caption']}))
+    dataset = VideoTextRetrievalDataset(
+        'ann.json', pipeline=[dict(type='LoadCachedFrames', clip_len=12)],
+        data_root=str(tmp_path), data_prefix=dict(video=str(VIDEOS), frame_cache='cache'),
+        test_mode=True, check_videos=False)
+    assert dataset.get_data_info(0)['frame_cache'] == str(cache)
+    assert np.array_equal(np.stack(dataset[0]['imgs']), np.stack(_decoded(NAMES[0])['imgs']))
+    item = dict(filename=str(VIDEOS / NAMES[0]), video=NAMES[0])
+    with pytest.raises(KeyError, match=r"no cache_root and the dataset no data_prefix\['frame"):
+        LoadCachedFrames(clip_len=12)(dict(item))
+    # a step's own cache_root wins over the dataset's folder
+    with pytest.raises(FrameCacheError, match='no frame cache in'):
+        LoadCachedFrames(str(tmp_path / 'elsewhere'), clip_len=12)(
+            dict(item, frame_cache=str(cache)))
+
+
 def test_evaluation_cache_holds_the_final_clips_bit_for_bit(tmp_path):
     root = tmp_path / 'eval_cache'
     update_cache(str(root), [(n, str(VIDEOS / n)) for n in NAMES], cache_rule(12, 1, 224),
@@ -167,11 +185,12 @@ def test_cached_config_matches_the_published_loader(cache, tmp_path, capsys):
     update_cache(str(evaluation), [(n, str(VIDEOS / n)) for n in NAMES], cache_rule(12, 1, 224),
                  progress=False)
     config = tmp_path / 'cached.py'
+    # the config's own caches are data_prefix folders; absolute ones stand for themselves
     config.write_text(f"_base_ = ['{ROOT / 'configs/tempme_msrvtt_cached.py'}']\n"
-                      'train_dataloader = dict(dataset=dict(pipeline=[dict(_base_.load_cached, '
-                      f"cache_root='{cache}')] + _base_.train_pipeline[1:]))\n"
-                      'val_dataloader = dict(dataset=dict(pipeline=[dict(_base_.load_cached_eval, '
-                      f"cache_root='{evaluation}')] + _base_.test_pipeline[1:]))\n"
+                      'train_dataloader = dict(dataset=dict(data_prefix=dict('
+                      f"frame_cache='{cache}')))\n"
+                      'val_dataloader = dict(dataset=dict(data_prefix=dict('
+                      f"frame_cache='{evaluation}')))\n"
                       'test_dataloader = val_dataloader\n')
     code = check_pipeline.main([str(config), str(ROOT / 'tests/data/reference_pipeline.pt'),
                                 '--videos', str(VIDEOS), '--split', 'all'])
@@ -191,12 +210,15 @@ def test_tiny_config_trains_and_tests_on_each_storage(storage, data_root, tmp_pa
             f'{s}_dataloader = dict(dataset=dict(data_prefix=video_prefix))\n'
             for s in ('train', 'val', 'test'))
     else:
-        body = (f"load_cached = dict(type='LoadCachedFrames', cache_root='{tmp_path / 'cache'}',"
-                ' clip_len=12, frame_rate=1)\n'
+        # the cache is a data_prefix folder: moving data_root on the command line moves it too
+        body = ("load_cached = dict(type='LoadCachedFrames', clip_len=12, frame_rate=1)\n"
+                "cache_prefix = dict(frame_cache='frame_cache')\n"
                 'train_dataloader = dict(dataset=dict(pipeline=[load_cached] + '
-                '_base_.train_pipeline[3:]))\n' + ''.join(
+                '_base_.train_pipeline[3:], data_prefix=cache_prefix))\n' + ''.join(
                     f'{s}_dataloader = dict(dataset=dict(pipeline=[load_cached] + '
-                    '_base_.test_pipeline[3:]))\n' for s in ('val', 'test')))
+                    '_base_.test_pipeline[3:], data_prefix=cache_prefix))\n'
+                    for s in ('val', 'test')))
+        data_root = Path(shutil.copytree(data_root, tmp_path / 'moved'))
     config = tmp_path / f'tiny_{storage}.py'
     config.write_text(f"_base_ = ['{base}']\n" + body)
     data = [f'{s}_dataloader.dataset.data_root={data_root}' for s in ('train', 'val', 'test')]
@@ -206,6 +228,7 @@ def test_tiny_config_trains_and_tests_on_each_storage(storage, data_root, tmp_pa
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
         assert '16 videos; 16 cached' in done.stdout
+        assert (data_root / 'frame_cache' / MANIFEST).is_file()
     work = tmp_path / 'work'
     done = subprocess.run([sys.executable, 'tools/train.py', str(config), '--work-dir',
                            str(work), '--cfg-options', *data, 'train_cfg.max_epochs=1'],

@@ -60,10 +60,9 @@ def _run(args: List[str]) -> None:
 
 
 def _data_options(data: str, ann_file: str) -> List[str]:
-    """The generated data everywhere, the training frames from its frame cache."""
+    """The generated data everywhere (the training frame cache lives under it)."""
     return [f'{split}_dataloader.dataset.data_root={data}' for split in ('train', 'val', 'test')
-            ] + [f'test_dataloader.dataset.ann_file={ann_file}',
-                 f'train_dataloader.dataset.pipeline.0.cache_root={data}/frame_cache']
+            ] + [f'test_dataloader.dataset.ann_file={ann_file}']
 
 
 def _epoch_options(epochs: int) -> List[str]:

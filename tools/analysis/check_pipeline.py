@@ -35,6 +35,7 @@ from mmengine.config import Config, DictAction
 import projects.tempme  # noqa: F401  (compatibility fixes + registration)
 from projects.tempme.apis.inference import TEXT_TRANSFORMS
 from projects.tempme.config_checks import model_input_geometry
+from projects.tempme.datasets import data_prefix_folder
 from projects.tempme_deploy.search import VIDEO_EXTENSIONS
 
 #: Steps left out of the training pipeline for the comparison: they draw at random.
@@ -42,13 +43,19 @@ RANDOM_TRANSFORMS = ('ClipRandAugment', )
 
 
 def split_pipeline(cfg: Config, split: str) -> List[dict]:
-    """The split's pipeline up to the frames, without caption and random steps."""
+    """The split's pipeline up to the frames, without caption and random steps; a frame
+    cache step is pointed at the dataset's cache folder, which the dataset would pass it."""
     loader = cfg.get(f'{split}_dataloader') or {}
-    pipeline = (loader.get('dataset') or {}).get('pipeline')
+    dataset = loader.get('dataset') or {}
+    pipeline = dataset.get('pipeline')
     if not pipeline:
         raise KeyError(f'the config has no {split}_dataloader.dataset.pipeline')
-    return [dict(step) for step in pipeline
-            if step['type'] not in TEXT_TRANSFORMS + RANDOM_TRANSFORMS]
+    steps = [dict(step) for step in pipeline
+             if step['type'] not in TEXT_TRANSFORMS + RANDOM_TRANSFORMS]
+    for step in steps:
+        if step['type'] == 'LoadCachedFrames' and not step.get('cache_root'):
+            step['cache_root'] = data_prefix_folder(dataset, 'frame_cache')
+    return steps
 
 
 def run_pipeline(steps: List[dict], path: str, video: Optional[str] = None

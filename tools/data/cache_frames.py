@@ -1,9 +1,10 @@
 """Decode each video's reference frames once, into the frame cache a config reads.
 
 The config's pipelines must start with ``LoadCachedFrames`` (for example
-``configs/tempme_msrvtt_cached.py``); its ``cache_root``, ``clip_len``, ``frame_rate`` and
-``size`` say where and what to cache (training: frames as decoded; evaluation: clips
-resized and cropped already). The videos come from the config's datasets (annotation,
+``configs/tempme_msrvtt_cached.py``); its ``clip_len``, ``frame_rate`` and ``size`` say
+what to cache (training: frames as decoded; evaluation: clips resized and cropped
+already), the dataset's ``data_prefix['frame_cache']`` under ``data_root`` (or the step's
+own ``cache_root``) where. The videos come from the config's datasets (annotation,
 ``data_root``, ``data_prefix``). Resumable: finished videos whose source file is unchanged
 are skipped, each ``.npy`` is written to a temporary name and renamed, and the manifest is
 saved every ``--save-every`` videos. A cache made for another frame rule is discarded. A
@@ -22,7 +23,7 @@ from mmaction.registry import TRANSFORMS
 from mmengine.config import Config, DictAction
 
 import projects.tempme  # noqa: F401  (registration)
-from projects.tempme.datasets import load_video_captions
+from projects.tempme.datasets import data_prefix_folder, load_video_captions
 from projects.tempme.datasets.frame_cache import update_cache
 from projects.tempme.datasets.video_check import resolve_video_path
 
@@ -46,12 +47,16 @@ def cache_jobs(cfg: Config, splits: List[str]) -> Dict[str, Tuple[dict, List[Tup
                              'LoadCachedFrames step; use a *_cached config')
         loader = TRANSFORMS.build(steps[0])  # its rule, with the transform's own defaults
         rule = loader.rule
-        held, videos = jobs.setdefault(loader.cache_root, (rule, []))
+        # where LoadCachedFrames will read: its own cache_root, else the dataset's folder
+        cache_root = loader.cache_root or data_prefix_folder(dataset, 'frame_cache')
+        if cache_root is None:
+            raise SystemExit(f'error: the {split} pipeline\'s LoadCachedFrames has no '
+                             "cache_root and its dataset no data_prefix['frame_cache']")
+        held, videos = jobs.setdefault(cache_root, (rule, []))
         if held != rule:
-            raise SystemExit(f'error: {loader.cache_root} is asked for {held} and {rule}')
-        root = dataset.get('data_root', '')
-        ann_file = osp.join(root, dataset.ann_file)
-        folder = osp.join(root, (dataset.get('data_prefix') or {}).get('video', ''))
+            raise SystemExit(f'error: {cache_root} is asked for {held} and {rule}')
+        ann_file = osp.join(dataset.get('data_root') or '', dataset.ann_file)
+        folder = data_prefix_folder(dataset, 'video') or dataset.get('data_root') or ''
         known = {key for key, _ in videos}
         # the file DecordInit would open (a bare key gets .mp4), as the dataset resolves it
         videos.extend((key, resolve_video_path(osp.join(folder, key)))

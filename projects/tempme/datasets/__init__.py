@@ -8,7 +8,7 @@ from .transforms import (OpenCLIPTokenize, PackVideoTextInputs, caption_token_co
                          tokenize_captions, truncated_captions)
 from .video_check import VideoProbe, probe_video, probe_videos
 from .video_text_dataset import (AnnotationError, VideoCheckError, VideoLoadError,
-                                 VideoTextRetrievalDataset, load_video_captions)
+                                 VideoTextRetrievalDataset, data_prefix_folder, load_video_captions)
 
 __all__ = [
     'AnnotationError', 'OpenCLIPTokenize', 'PackVideoTextInputs', 'VideoTextRetrievalDataset',
@@ -16,5 +16,5 @@ __all__ = [
     'VideoCheckError', 'VideoLoadError', 'VideoProbe', 'probe_video', 'probe_videos',
     'caption_token_count', 'truncated_captions', 'FpsGridSample', 'grid_frame_indices',
     'ClipRandAugment', 'PILResizeCenterCrop', 'resize_center_crop', 'FrameCacheError',
-    'LoadCachedFrames'
+    'LoadCachedFrames', 'data_prefix_folder'
 ]

@@ -194,10 +194,12 @@ class LoadCachedFrames(BaseTransform):
     sampler and DecordDecode; the rest of the pipeline is unchanged).
 
     Entries are found by the annotation's video key (``results['video']``, set by
-    :class:`VideoTextRetrievalDataset`), so moving ``data_root`` does not orphan the cache.
+    :class:`VideoTextRetrievalDataset`), so moving the videos does not orphan the cache.
 
     Args:
-        cache_root: The cache folder (``tools/data/cache_frames.py`` writes it).
+        cache_root: The cache folder (``tools/data/cache_frames.py`` writes it). ``None``
+            (default): the dataset's ``data_prefix['frame_cache']`` under its
+            ``data_root`` (``results['frame_cache']``), so the cache follows ``data_root``.
         clip_len: Frames per clip; must be what the cache was built with.
         frame_rate: Grid positions per second; must be what the cache was built with.
         size: Frames stored already resized and centre-cropped to this size (evaluation
@@ -206,40 +208,46 @@ class LoadCachedFrames(BaseTransform):
         check_source: Refuse a video whose file changed (size or mtime) since caching.
     """
 
-    def __init__(self, cache_root: str, clip_len: int = 12, frame_rate: float = 1.0,
-                 size: Optional[int] = None, check_source: bool = True) -> None:
+    def __init__(self, cache_root: Optional[str] = None, clip_len: int = 12,
+                 frame_rate: float = 1.0, size: Optional[int] = None,
+                 check_source: bool = True) -> None:
         self.cache_root = cache_root
         self.clip_len = clip_len
         self.rule = cache_rule(clip_len, frame_rate, size)
         self.num_clips = 1
         self.check_source = check_source
-        self._videos: Optional[Dict[str, dict]] = None
+        self._manifests: Dict[str, Dict[str, dict]] = {}
 
-    def _load_manifest(self) -> Dict[str, dict]:
-        manifest = read_manifest(self.cache_root)
-        held = {key: manifest.get(key) for key in self.rule}
-        if held != self.rule:
-            raise FrameCacheError(
-                f'the frame cache in {self.cache_root!r} holds {_describe(held)}, the config '
-                f'asks for {_describe(self.rule)}: rebuild it with tools/data/cache_frames.py')
-        return manifest['videos']
+    def _videos_in(self, root: str) -> Dict[str, dict]:
+        """The manifest's videos of the cache in ``root``, checked against the rule once."""
+        if root not in self._manifests:
+            manifest = read_manifest(root)
+            held = {key: manifest.get(key) for key in self.rule}
+            if held != self.rule:
+                raise FrameCacheError(
+                    f'the frame cache in {root!r} holds {_describe(held)}, the config asks '
+                    f'for {_describe(self.rule)}: rebuild it with tools/data/cache_frames.py')
+            self._manifests[root] = manifest['videos']
+        return self._manifests[root]
 
     def transform(self, results: Dict) -> Dict:
-        if self._videos is None:
-            self._videos = self._load_manifest()
         if 'video' not in results:
             raise KeyError("LoadCachedFrames needs results['video'] (the annotation's video "
                            'key, set by VideoTextRetrievalDataset)')
+        root = self.cache_root or results.get('frame_cache')
+        if root is None:
+            raise KeyError("LoadCachedFrames has no cache_root and the dataset no "
+                           "data_prefix['frame_cache']: set one of them")
         filename, relative = results['filename'], results['video']
-        entry = self._videos.get(relative)
+        entry = self._videos_in(root).get(relative)
         if entry is None:
-            raise FrameCacheError(f'{filename} is not in the frame cache {self.cache_root!r}; '
+            raise FrameCacheError(f'{filename} is not in the frame cache {root!r}; '
                                   'run tools/data/cache_frames.py for this split')
         source = resolve_video_path(filename)  # the file that was cached (bare keys: .mp4)
         if self.check_source and osp.exists(source) and not _source_unchanged(entry, source):
             raise FrameCacheError(f'{filename} changed since it was cached; run '
                                   'tools/data/cache_frames.py again')
-        path = cache_entry_path(self.cache_root, relative)
+        path = cache_entry_path(root, relative)
         try:
             frames = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as err:
@@ -257,5 +265,5 @@ class LoadCachedFrames(BaseTransform):
         return results
 
     def __repr__(self) -> str:
-        return (f'{self.__class__.__name__}(cache_root={self.cache_root!r}, '
-                f'{_describe(self.rule)})')
+        where = repr(self.cache_root) if self.cache_root else "data_prefix['frame_cache']"
+        return f'{self.__class__.__name__}(cache_root={where}, {_describe(self.rule)})'

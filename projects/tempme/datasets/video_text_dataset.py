@@ -150,6 +150,16 @@ def check_paths_inside_root(annotation: Dict[str, List[str]], ann_file: str) -> 
                 'names files elsewhere')
 
 
+def data_prefix_folder(dataset: Dict, key: str) -> Optional[str]:
+    """``data_root/data_prefix[key]`` of a dataset config, joined as the dataset joins it
+    (an absolute prefix stands alone), for tools that read the folders without building
+    the dataset; ``None`` when ``data_prefix`` has no ``key``."""
+    prefix = dataset.get('data_prefix') or {}
+    if key not in prefix:
+        return None
+    return osp.join(dataset.get('data_root') or '', prefix[key])
+
+
 def _bad_video_lines(bad: Sequence[VideoProbe]) -> List[str]:
     return [f'  {probe.path}: {probe.reason}' for probe in bad]
 
@@ -166,7 +176,8 @@ class VideoTextRetrievalDataset(BaseDataset):
 
     - ``filename``: ``data_root/data_prefix['video']/video_file`` (``DecordInit`` appends
       ``.mp4`` to a name without an extension); ``video``: ``video_file`` itself (the key
-      of a frame cache);
+      of a frame cache); ``frame_cache``: ``data_root/data_prefix['frame_cache']``, when
+      given (the folder :class:`LoadCachedFrames` reads);
     - ``video_index``: the video's position in the file;
     - ``captions`` / ``caption_indices``: training, one caption and its global id;
       evaluation (``test_mode=True``), all of the video's captions and their ids;
@@ -211,7 +222,9 @@ class VideoTextRetrievalDataset(BaseDataset):
         pipeline: Transforms (config dicts are built from mmaction2's registry, so
             the dataset works without a default scope).
         data_root: Root of the annotation and the videos.
-        data_prefix: ``dict(video=...)``: folder of the videos under ``data_root``.
+        data_prefix: ``dict(video=..., frame_cache=...)``: folders under ``data_root``:
+            the videos and, optionally, their frame cache
+            (``tools/data/cache_frames.py``), so both follow ``data_root``.
         test_mode: ``True`` for evaluation (one item per video).
         check_videos: probe every video at start-up. ``None`` (default): when the
             pipeline decodes with ``DecordInit``.
@@ -273,6 +286,8 @@ class VideoTextRetrievalDataset(BaseDataset):
         captions: List[str] = []
         caption_to_video: List[int] = []
         data_list: List[dict] = []
+        cache = ({'frame_cache': self.data_prefix['frame_cache']}
+                 if 'frame_cache' in self.data_prefix else {})
         for video_index, (video, video_captions) in enumerate(annotation.items()):
             filename = osp.join(self.data_prefix['video'], video)
             first_id = len(captions)
@@ -281,7 +296,7 @@ class VideoTextRetrievalDataset(BaseDataset):
             captions.extend(video_captions)
             caption_to_video.extend([video_index] * len(video_captions))
             common = dict(filename=filename, video=video, video_index=video_index,
-                          start_index=0, modality='RGB')
+                          start_index=0, modality='RGB', **cache)
             if self.test_mode:
                 data_list.append(
                     dict(common, captions=list(video_captions), caption_indices=ids))
