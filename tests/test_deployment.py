@@ -159,31 +159,38 @@ def test_tiny_export_matches_pytorch_through_the_lean_runtime(tiny_export):
 
 
 def test_time_breakdown_splits_matrix_products_from_the_rest_in_both_backends(tiny_export):
-    from tools.analysis.benchmark_deploy import (MATRIX_OPS, eager_operator_ms,
-                                                 kernel_ms_of_last_run,
-                                                 onnxruntime_operator_ms, time_split)
+    from tools.analysis.benchmark_deploy import (MATRIX_OPS, _breakdown, eager_profile,
+                                                 onnxruntime_profile_runs, time_split)
     loaded, out, _ = tiny_export
+    module = VideoEmbedder(deployable_model(loaded.model)).eval()
     frames = torch.randint(0, 256, (2, 12, 3, 112, 112), dtype=torch.uint8)
-    eager_ms = eager_operator_ms(VideoEmbedder(deployable_model(loaded.model)).eval(), frames)
-    runtime_ms = onnxruntime_operator_ms(out, frames.numpy())
-    for operators, backend in ((eager_ms, 'eager'), (runtime_ms, 'onnxruntime')):
-        split = time_split(operators, MATRIX_OPS[backend])
-        assert 0 < split['matrix_ms'] < split['total_ms']
-        assert split['matrix_ms'] + split['other_ms'] == pytest.approx(split['total_ms'])
-        assert split['total_ms'] == pytest.approx(sum(operators.values()))
-    assert {'aten::addmm', 'aten::mkldnn_convolution'} <= set(eager_ms)
-    assert {'MatMul', 'Conv'} <= set(runtime_ms)
+    operators, wall = eager_profile(module, frames)
+    assert {'aten::addmm', 'aten::mkldnn_convolution'} <= set(operators)
+    split = time_split(operators, MATRIX_OPS['eager'], wall)
+    assert 0 < split['matrix_ms'] < split['total_ms'] == wall
+    assert split['matrix_ms'] + split['other_ms'] == pytest.approx(wall)
 
-    # only the last run of a profile counts: the first one allocates
+    report = _breakdown(dict(tempme=dict(video=module)), out, (12, 3, 112, 112), [2], 3,
+                        log=lambda _: None)['video_b2']
+    for backend in ('eager', 'onnxruntime'):
+        assert 0 < report[backend]['matrix_ms'] < report[backend]['total_ms']
+    assert report['ceiling'] == pytest.approx(
+        report['eager']['total_ms'] / report['eager']['matrix_ms'])
+    assert {'MatMul', 'Conv'} <= set(report['onnxruntime_operators'])
+    assert sum(report['onnxruntime_operators'].values()) <= 1
+    assert not [f for f in os.listdir(out) if f.startswith('ort_profile')]
+
+    # each run of a profile apart, in order: the kernels inside its window
     def node(op, ts, dur):
         return dict(cat='Node', name=f'{op}_kernel_time', ts=ts, dur=dur,
                     args=dict(op_name=op))
-    events = [dict(cat='Session', name='model_run', ts=0, dur=100), node('MatMul', 10, 90),
-              dict(cat='Session', name='model_run', ts=200, dur=100), node('MatMul', 210, 30),
-              node('Add', 250, 20)]
-    assert kernel_ms_of_last_run(events) == {'MatMul': 0.03, 'Add': 0.02}
+    events = [dict(cat='Session', name='model_run', ts=200, dur=100), node('MatMul', 210, 30),
+              node('Add', 250, 20), dict(cat='Session', name='model_run', ts=0, dur=100),
+              node('MatMul', 10, 90)]
+    assert onnxruntime_profile_runs(events) == [({'MatMul': 0.09}, 0.1),
+                                                ({'MatMul': 0.03, 'Add': 0.02}, 0.1)]
     with pytest.raises(ValueError, match='no model_run'):
-        kernel_ms_of_last_run(events[1:2])
+        onnxruntime_profile_runs(events[1:3])
 
 
 @pytest.mark.parametrize('options', [NO_MERGING, TOME_ONLY, OTHER_SCHEDULE],

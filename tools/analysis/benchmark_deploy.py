@@ -32,7 +32,7 @@ import threading
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -99,76 +99,89 @@ MATRIX_OPS = {'eager': ('aten::addmm', 'aten::mm', 'aten::bmm', 'aten::mkldnn_co
               'onnxruntime': ('MatMul', 'FusedMatMul', 'Gemm', 'Conv')}
 
 
-def eager_operator_ms(module: torch.nn.Module, frames: torch.Tensor) -> Dict[str, float]:
-    """Self CPU milliseconds per aten operator over one profiled (warm) call."""
-    with torch.no_grad():
+def eager_profile(module: torch.nn.Module,
+                  frames: torch.Tensor) -> Tuple[Dict[str, float], float]:
+    """(self CPU ms per aten operator, wall ms) of one profiled call."""
+    with torch.no_grad(), torch.profiler.profile(
+            activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
         module(frames)
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-            module(frames)
-    return {event.key: event.self_cpu_time_total / 1e3 for event in prof.key_averages()}
+        wall = (time.perf_counter() - start) * 1e3
+    return {event.key: event.self_cpu_time_total / 1e3 for event in prof.key_averages()}, wall
 
 
-def onnxruntime_operator_ms(export_dir: str, frames: np.ndarray) -> Dict[str, float]:
-    """Kernel milliseconds per operator type over the second of two profiled calls of the
-    video graph (the first allocates)."""
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.enable_profiling = True
-    options.profile_file_prefix = osp.join(export_dir, 'ort_profile')
-    session = ort.InferenceSession(osp.join(export_dir, 'video_encoder.onnx'), options,
-                                   providers=['CPUExecutionProvider'])
-    for _ in range(2):
-        session.run(None, {'frames': frames})
-    path = session.end_profiling()
-    with open(path) as f:
-        events = json.load(f)
-    os.remove(path)
-    return kernel_ms_of_last_run(events)
-
-
-def kernel_ms_of_last_run(events: List[Dict]) -> Dict[str, float]:
-    """Kernel milliseconds per operator type within the last ``model_run`` of an ONNX
-    Runtime profile."""
-    runs = [e for e in events if e.get('cat') == 'Session' and e['name'] == 'model_run']
+def onnxruntime_profile_runs(events: List[Dict]) -> List[Tuple[Dict[str, float], float]]:
+    """(kernel ms per operator type, wall ms) of each ``model_run`` of an ONNX Runtime
+    profile, in order."""
+    runs = sorted((e for e in events if e.get('cat') == 'Session' and e['name'] == 'model_run'),
+                  key=lambda e: e['ts'])
     if not runs:
         raise ValueError('the ONNX Runtime profile holds no model_run')
-    last = max(runs, key=lambda e: e['ts'])
-    totals: Dict[str, float] = {}
-    for event in events:
-        if event.get('cat') == 'Node' and event['name'].endswith('_kernel_time') and \
-                last['ts'] <= event['ts'] <= last['ts'] + last['dur']:
-            op = event['args']['op_name']
-            totals[op] = totals.get(op, 0.0) + event['dur'] / 1e3
-    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+    found = []
+    for run in runs:
+        totals: Dict[str, float] = {}
+        for event in events:
+            if event.get('cat') == 'Node' and event['name'].endswith('_kernel_time') and \
+                    run['ts'] <= event['ts'] <= run['ts'] + run['dur']:
+                op = event['args']['op_name']
+                totals[op] = totals.get(op, 0.0) + event['dur'] / 1e3
+        found.append((dict(sorted(totals.items(), key=lambda kv: -kv[1])), run['dur'] / 1e3))
+    return found
 
 
-def time_split(operator_ms: Dict[str, float], matrix_ops: Sequence[str]) -> Dict[str, float]:
-    """Total, matrix-product and other milliseconds of a per-operator profile."""
-    total = sum(operator_ms.values())
+def time_split(operator_ms: Dict[str, float], matrix_ops: Sequence[str],
+               wall_ms: float) -> Dict[str, float]:
+    """Wall, matrix-product and other milliseconds of one profiled call (other: everything
+    but the matrix products, Python and scheduling included)."""
     matrix = sum(ms for op, ms in operator_ms.items() if op in matrix_ops)
-    return dict(total_ms=total, matrix_ms=matrix, other_ms=total - matrix)
+    return dict(total_ms=wall_ms, matrix_ms=matrix, other_ms=wall_ms - matrix)
 
 
-def _breakdown(models, export_dir: str, frames_shape, batches: Sequence[int], log) -> Dict:
-    """Where TempMe's video encoder spends its time, per backend and batch size.
+def _median_call(splits: List[Dict[str, float]]) -> Dict[str, float]:
+    return sorted(splits, key=lambda split: split['total_ms'])[len(splits) // 2]
+
+
+def _breakdown(models, export_dir: str, frames_shape, batches: Sequence[int], rounds: int,
+               log) -> Dict:
+    """Where TempMe's video encoder spends its time, per backend and batch size: profiled
+    calls of both backends in alternation (as the timing), the call of median wall time.
 
     ``ceiling`` is eager's total over eager's matrix-product time: how much faster than
     eager an exact float32 backend can be if its matrix products are as fast as
     PyTorch's and everything else costs nothing.
     """
+    import onnxruntime as ort
+    module = models['tempme']['video']
     report = {}
     for batch in batches:
         frames = torch.randint(0, 256, (batch, *frames_shape), dtype=torch.uint8,
                                generator=torch.Generator().manual_seed(batch))
-        log(f'  batch {batch}: one profiled call per backend')
-        eager = time_split(eager_operator_ms(models['tempme']['video'], frames),
-                           MATRIX_OPS['eager'])
-        operators = onnxruntime_operator_ms(export_dir, frames.numpy())
-        runtime = time_split(operators, MATRIX_OPS['onnxruntime'])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.enable_profiling = True
+        options.profile_file_prefix = osp.join(export_dir, 'ort_profile')
+        session = ort.InferenceSession(osp.join(export_dir, 'video_encoder.onnx'), options,
+                                       providers=['CPUExecutionProvider'])
+        log(f'  batch {batch}: {rounds} profiled calls per backend, interleaved')
+        session.run(None, {'frames': frames.numpy()})  # allocates: not counted
+        _no_grad(module, frames)
+        eager = []
+        for _ in range(rounds):
+            operators, wall = eager_profile(module, frames)
+            eager.append(time_split(operators, MATRIX_OPS['eager'], wall))
+            session.run(None, {'frames': frames.numpy()})
+        path = session.end_profiling()
+        with open(path) as f:
+            runs = onnxruntime_profile_runs(json.load(f))[1:]
+        os.remove(path)
+        runtime = [time_split(ops, MATRIX_OPS['onnxruntime'], wall) for ops, wall in runs]
+        median = _median_call(runtime)
+        operators = runs[runtime.index(median)][0]
+        eager_median = _median_call(eager)
         report[f'video_b{batch}'] = dict(
-            eager=eager, onnxruntime=runtime, ceiling=eager['total_ms'] / eager['matrix_ms'],
-            onnxruntime_operators={op: ms / runtime['total_ms'] for op, ms in operators.items()})
+            eager=eager_median, onnxruntime=median,
+            ceiling=eager_median['total_ms'] / eager_median['matrix_ms'],
+            onnxruntime_operators={op: ms / median['total_ms'] for op, ms in operators.items()})
     return report
 
 
@@ -274,8 +287,9 @@ def markdown(report: Dict) -> str:
               f'{p["text"]["max_abs_diff"]:.1e}' for m, p in parity.items()]
     lines += ['', 'export parity (ONNX Runtime vs PyTorch, 8 random videos and 1 alone): '
               + ', '.join(checks)]
-    lines += ['', 'where TempMe\'s video encoder spends its time (one profiled call each; '
-              'matrix products: GEMMs and the patch convolution):', '',
+    lines += ['', 'where TempMe\'s video encoder spends its time (profiled calls of both '
+              'backends in alternation, the median one; matrix products: GEMMs and the patch '
+              'convolution; other: the rest of the wall time):', '',
               '| workload | eager: matrix / other ms | ORT: matrix / other ms | '
               'ceiling over eager | ORT operators |', '|---|---|---|---|---|']
     for workload, row in report['breakdown'].items():
@@ -355,7 +369,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     times = _latencies(models, sessions, args, log)
     log('profiling TempMe\'s video encoder in both backends')
     breakdown = _breakdown(models, osp.join(args.out, 'tempme'),
-                           sessions['tempme'].frames_shape, args.batches, log)
+                           sessions['tempme'].frames_shape, args.batches, 3, log)
     report = dict(config=args.config, rounds=args.rounds, parity=parity, breakdown=breakdown,
                   latency=_summarise(times, gmacs), raw_seconds=times)
     if not args.skip_service:
