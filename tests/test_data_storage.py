@@ -151,8 +151,34 @@ def test_evaluation_cache_holds_the_final_clips_bit_for_bit(tmp_path):
         cached = resize(load(dict(filename=str(VIDEOS / name), video=name)))
         decoded = resize(_decoded(name))
         assert np.array_equal(np.stack(cached['imgs']), np.stack(decoded['imgs']))
-    with pytest.raises(FrameCacheError, match='size=224, the config asks for .*size=None'):
+    with pytest.raises(FrameCacheError, match='size=224, interpolation=bicubic, the config '
+                       'asks for .*size=None'):
         LoadCachedFrames(str(root), clip_len=12)(dict(filename='x', video=NAMES[0]))
+
+
+def test_evaluation_cache_resizes_as_the_pipeline_does_or_is_refused(tmp_path):
+    root = tmp_path / 'eval_cache'
+    update_cache(str(root), [(NAMES[0], str(VIDEOS / NAMES[0]))],
+                 cache_rule(12, 1, 64, 'bilinear'), progress=False)
+    resize = dict(type='PILResizeCenterCrop', size=64, interpolation='bilinear')
+    cached = LoadCachedFrames(str(root), clip_len=12, size=64, interpolation='bilinear')(
+        dict(filename=str(VIDEOS / NAMES[0]), video=NAMES[0]))
+    decoded = TRANSFORMS.build(resize)(_decoded(NAMES[0]))
+    assert np.array_equal(np.stack(cached['imgs']), np.stack(decoded['imgs']))
+    with pytest.raises(FrameCacheError, match='interpolation=bilinear, the config asks for '
+                       '.*interpolation=bicubic'):
+        LoadCachedFrames(str(root), clip_len=12, size=64)(
+            dict(filename=str(VIDEOS / NAMES[0]), video=NAMES[0]))
+    # a resize after an evaluation cache that would not be applied stops the dataset early
+    (tmp_path / 'ann.json').write_text(json.dumps({NAMES[0]: ['a caption']}))
+    for size, interpolation in ((64, 'bicubic'), (32, 'bilinear')):
+        with pytest.raises(ValueError, match=f'resizes with size={size}, '
+                           f'interpolation={interpolation} after LoadCachedFrames'):
+            VideoTextRetrievalDataset(
+                'ann.json', data_root=str(tmp_path), test_mode=True, check_videos=False,
+                pipeline=[dict(type='LoadCachedFrames', cache_root=str(root), size=64,
+                               interpolation='bilinear'),
+                          dict(resize, size=size, interpolation=interpolation)])
 
 
 def test_cache_resumes_and_follows_the_frame_rule(cache):
@@ -165,7 +191,7 @@ def test_cache_resumes_and_follows_the_frame_rule(cache):
 
 def test_cache_refuses_another_rule_a_missing_video_and_a_changed_source(cache, tmp_path):
     with pytest.raises(FrameCacheError, match='holds clip_len=12, frame_rate=1.0, size=None, '
-                       'the config asks for clip_len=64'):
+                       'interpolation=None, the config asks for clip_len=64'):
         LoadCachedFrames(str(cache), clip_len=64)(dict(filename='x.mp4', video='x.mp4'))
     load = LoadCachedFrames(str(cache), clip_len=12)
     with pytest.raises(FrameCacheError, match='other.mp4 is not in the frame cache'):

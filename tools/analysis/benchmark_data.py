@@ -39,6 +39,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
+from mmaction.registry import TRANSFORMS
 from mmengine.config import Config
 from PIL import Image
 
@@ -125,9 +126,11 @@ def cache_rule_of(cfg: Config, split: str) -> dict:
     """The frame cache a split of the config would use (see configs/*_cached.py)."""
     pipeline = cfg[f'{split}_dataloader'].dataset.pipeline
     sampler = next(s for s in pipeline if s['type'] == 'FpsGridSample')
-    resize = [s['size'] for s in pipeline if s['type'] == 'PILResizeCenterCrop']
-    size = resize[0] if split == 'test' and resize else None
-    return cache_rule(sampler['clip_len'], sampler['frame_rate'], size)
+    resize = [TRANSFORMS.build(s) for s in pipeline if s['type'] == 'PILResizeCenterCrop']
+    if split == 'test' and resize:
+        return cache_rule(sampler['clip_len'], sampler['frame_rate'], resize[0].size,
+                          resize[0].interpolation)
+    return cache_rule(sampler['clip_len'], sampler['frame_rate'])
 
 
 # -- measurements -------------------------------------------------------------------------
@@ -170,21 +173,13 @@ def time_pipelines(dataset_cfgs: Dict[str, dict], rounds: int = 2) -> Dict[str, 
                     clips=clips[s]) for s in datasets}
 
 
-def augment_costs(cfg: Config, folder: str, names: Sequence[str],
+def augment_costs(cfg: Config, clips: Sequence[Sequence[np.ndarray]],
                   per_op_clips: int = 8) -> dict:
     """ms per clip of the config's RandAugment (draws seeded per clip) and of each of its
-    operations alone at its mean magnitude, which says where the time goes."""
-    from mmaction.registry import TRANSFORMS
+    operations alone at its mean magnitude, which says where the time goes; ``clips``: the
+    training frames as decoded."""
     pipeline = cfg.train_dataloader.dataset.pipeline
     augment = TRANSFORMS.build(next(s for s in pipeline if s['type'] == 'ClipRandAugment'))
-    load = [TRANSFORMS.build(s) for s in pipeline
-            if s['type'] in ('DecordInit', 'FpsGridSample', 'DecordDecode')]
-    clips = []
-    for name in names:
-        results = dict(filename=osp.join(folder, name), start_index=0, modality='RGB')
-        for transform in load:
-            results = transform(results)
-        clips.append(results['imgs'])
     start = time.perf_counter()
     for i, frames in enumerate(clips):
         random.seed(i)
@@ -395,7 +390,9 @@ def run(args: argparse.Namespace) -> dict:
             videos_per_s_loader=loader, bytes_per_video=bytes_per_video)
 
     print('timing RandAugment per path and per operation', file=sys.stderr)
-    report['augment'] = augment_costs(cfg, folders['raw'], names)
+    train_cache = TRANSFORMS.build(datasets['cache']['train']['pipeline'][0])
+    report['augment'] = augment_costs(cfg, [
+        train_cache(dict(filename=osp.join(folders['raw'], n), video=n))['imgs'] for n in names])
 
     device = torch.device(args.device)
     torch.set_num_threads(args.encoder_threads or os.cpu_count() or 1)

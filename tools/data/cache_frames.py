@@ -1,14 +1,15 @@
 """Decode each video's reference frames once, into the frame cache a config reads.
 
 The config's pipelines must start with ``LoadCachedFrames`` (for example
-``configs/tempme_msrvtt_cached.py``); its ``clip_len``, ``frame_rate`` and ``size`` say
-what to cache (training: frames as decoded; evaluation: clips resized and cropped
-already), the dataset's ``data_prefix['frame_cache']`` under ``data_root`` (or the step's
-own ``cache_root``) where. The videos come from the config's datasets (annotation,
-``data_root``, ``data_prefix``). Resumable: finished videos whose source file is unchanged
-are skipped, each ``.npy`` is written to a temporary name and renamed, and the manifest is
-saved every ``--save-every`` videos. A cache made for another frame rule is discarded. A
-video that cannot be decoded is reported by path and does not stop the others.
+``configs/tempme_msrvtt_cached.py``); its ``clip_len``, ``frame_rate``, ``size`` and
+``interpolation`` say what to cache (training: frames as decoded; evaluation: clips
+resized and cropped already), the dataset's ``data_prefix['frame_cache']`` under
+``data_root`` (or the step's own ``cache_root``) where. The videos come from the config's
+datasets (annotation, ``data_root``, ``data_prefix``). Resumable: finished videos whose
+source file is unchanged are skipped, each ``.npy`` is written to a temporary name and
+renamed, and the manifest is saved every ``--save-every`` videos. A cache made for another
+frame rule is discarded. A video that cannot be decoded is reported by path and does not
+stop the others.
 
 Example::
 
@@ -24,7 +25,7 @@ from mmengine.config import Config, DictAction
 
 import projects.tempme  # noqa: F401  (registration)
 from projects.tempme.datasets import data_prefix_folder, load_video_captions
-from projects.tempme.datasets.frame_cache import update_cache
+from projects.tempme.datasets.frame_cache import LoadCachedFrames, check_cached_resize, update_cache
 from projects.tempme.datasets.video_check import resolve_video_path
 
 SPLITS = ('train', 'val', 'test')
@@ -41,11 +42,16 @@ def cache_jobs(cfg: Config, splits: List[str]) -> Dict[str, Tuple[dict, List[Tup
         dataset = (cfg.get(f'{split}_dataloader') or {}).get('dataset')
         if not dataset:
             continue
-        steps = [s for s in dataset.pipeline if s['type'] == 'LoadCachedFrames']
-        if not steps:
+        pipeline = [TRANSFORMS.build(step) for step in dataset.pipeline]
+        loaders = [step for step in pipeline if isinstance(step, LoadCachedFrames)]
+        if not loaders:
             raise SystemExit(f'error: the {split} pipeline of the config has no '
                              'LoadCachedFrames step; use a *_cached config')
-        loader = TRANSFORMS.build(steps[0])  # its rule, with the transform's own defaults
+        try:
+            check_cached_resize(pipeline)
+        except ValueError as err:
+            raise SystemExit(f'error: {split} pipeline: {err}') from None
+        loader = loaders[0]
         rule = loader.rule
         # where LoadCachedFrames will read: its own cache_root, else the dataset's folder
         cache_root = loader.cache_root or data_prefix_folder(dataset, 'frame_cache')

@@ -7,13 +7,14 @@ resize still run per item on exactly the pixels the video would give. An evaluat
 has no randomness at all: a cache with ``size`` set keeps it resized and cropped already
 (the pipeline's resize then has nothing left to do). Layout of a cache folder::
 
-    cache.json                  the rule (clip_len, frame_rate, size) and, per video, the
-                                source file's size and mtime, its frame indices and shape
-    <video>.npy                 uint8 (clip_len, H, W, 3), named by the annotation's key
+    cache.json     the rule (clip_len, frame_rate, size, interpolation) and, per video,
+                   the source file's size and mtime, its frame indices and shape
+    <video>.npy    uint8 (clip_len, H, W, 3), named by the annotation's key
 
-``tools/data/cache_frames.py`` writes it (resumable, one ``.npy`` per video written
-atomically); :class:`LoadCachedFrames` reads it and refuses, naming the file, a cache made
-for another frame rule, a video that is not in it, or a source that changed since.
+``tools/data/cache_frames.py`` writes it by running the very transforms the cache stands
+in for (resumable, one ``.npy`` per video written atomically); :class:`LoadCachedFrames`
+reads it and refuses, naming the file, a cache made for another frame rule, a video that
+is not in it, or a source that changed since.
 """
 import json
 import os
@@ -29,8 +30,7 @@ from mmcv.transforms import BaseTransform
 from tqdm import tqdm
 
 from ...tempme_deploy.fileio import atomic_write
-from .frame_sampling import grid_frame_indices
-from .resize import resize_center_crop
+from .resize import PILResizeCenterCrop
 from .video_check import resolve_video_path
 
 CACHE_FORMAT = 'tempme-frame-cache'
@@ -52,16 +52,26 @@ def cache_entry_path(cache_root: str, relative: str) -> str:
     return osp.join(cache_root, relative + '.npy')
 
 
-def decode_reference_frames(path: str, clip_len: int, frame_rate: float):
-    """``(indices, frames uint8 (T, H, W, 3), fps, num_frames)`` as the pipeline decodes."""
-    import decord
-    reader = decord.VideoReader(path, num_threads=1)
-    fps, total = reader.get_avg_fps(), len(reader)
-    indices = grid_frame_indices(total, fps, clip_len, frame_rate)
-    frames = reader.get_batch(list(indices)).asnumpy()
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f'{path}: decodes to frames of shape {frames.shape}, not (T, H, W, 3)')
-    return indices, frames, fps, total
+def reference_clip(path: str, rule: dict) -> Dict:
+    """The pipeline's results for one video after the steps a cache with ``rule`` stands
+    in for: mmaction2's ``DecordInit`` and ``DecordDecode`` around :class:`FpsGridSample`,
+    then, for an evaluation cache, :class:`PILResizeCenterCrop`. The writer runs these
+    transforms themselves, so the cache holds what the pipeline would compute."""
+    steps = [dict(type='DecordInit'),
+             dict(type='FpsGridSample', clip_len=rule['clip_len'], frame_rate=rule['frame_rate']),
+             dict(type='DecordDecode')]
+    if rule['size'] is not None:
+        steps.append(dict(type='PILResizeCenterCrop', size=rule['size'],
+                          interpolation=rule['interpolation']))
+    results = dict(filename=path, start_index=0, modality='RGB')
+    for step in steps:
+        results = TRANSFORMS.build(step)(results)
+    frames = np.stack(results['imgs'])
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f'{path}: decodes to {frames.dtype} frames of shape {frames.shape}, '
+                         'not uint8 (T, H, W, 3)')
+    results['imgs'] = frames
+    return results
 
 
 def read_manifest(cache_root: str) -> dict:
@@ -85,10 +95,8 @@ def _cache_one(job: Tuple[str, str, str, dict]) -> Tuple[str, Optional[dict], st
     key, path, cache_root, rule = job
     try:
         fingerprint = source_fingerprint(path)
-        indices, frames, fps, total = decode_reference_frames(path, rule['clip_len'],
-                                                              rule['frame_rate'])
-        if rule['size'] is not None:
-            frames = np.stack([resize_center_crop(f, rule['size']) for f in frames])
+        clip = reference_clip(path, rule)
+        frames = clip['imgs']
         target = cache_entry_path(cache_root, key)
 
         def write(tmp: str) -> None:
@@ -96,17 +104,23 @@ def _cache_one(job: Tuple[str, str, str, dict]) -> Tuple[str, Optional[dict], st
                 np.save(f, np.ascontiguousarray(frames), allow_pickle=False)
 
         atomic_write(target, write)
-        return key, dict(fingerprint, frames=[int(i) for i in indices], shape=list(frames.shape),
-                         fps=float(fps), num_frames=int(total)), ''
+        return key, dict(fingerprint, frames=[int(i) for i in clip['frame_inds']],
+                         shape=list(frames.shape), fps=float(clip['avg_fps']),
+                         num_frames=int(clip['total_frames'])), ''
     except Exception as err:  # noqa: BLE001 - reported by path, the others go on
         return key, None, f'{type(err).__name__}: {err}'
 
 
-def cache_rule(clip_len: int, frame_rate: float, size: Optional[int] = None) -> dict:
+def cache_rule(clip_len: int, frame_rate: float, size: Optional[int] = None,
+               interpolation: str = 'bicubic') -> dict:
     """What a cache holds: ``clip_len`` frames by the ``frame_rate`` grid rule, resized and
-    centre-cropped to ``size`` (evaluation) or as decoded (``None``: training)."""
-    return dict(clip_len=int(clip_len), frame_rate=float(frame_rate),
-                size=None if size is None else int(size))
+    centre-cropped to ``size`` with ``interpolation`` (evaluation) or as decoded
+    (``size=None``: training)."""
+    if size is None:
+        return dict(clip_len=int(clip_len), frame_rate=float(frame_rate), size=None,
+                    interpolation=None)
+    return dict(clip_len=int(clip_len), frame_rate=float(frame_rate), size=int(size),
+                interpolation=interpolation)
 
 
 def _source_unchanged(entry: dict, path: str) -> bool:
@@ -205,15 +219,17 @@ class LoadCachedFrames(BaseTransform):
         size: Frames stored already resized and centre-cropped to this size (evaluation
             caches), or ``None`` for frames as decoded (training caches, which RandAugment
             needs); must be what the cache was built with.
+        interpolation: The resize's interpolation when ``size`` is set (the pipeline's
+            ``PILResizeCenterCrop`` must use the same: :func:`check_cached_resize`).
         check_source: Refuse a video whose file changed (size or mtime) since caching.
     """
 
     def __init__(self, cache_root: Optional[str] = None, clip_len: int = 12,
                  frame_rate: float = 1.0, size: Optional[int] = None,
-                 check_source: bool = True) -> None:
+                 interpolation: str = 'bicubic', check_source: bool = True) -> None:
         self.cache_root = cache_root
         self.clip_len = clip_len
-        self.rule = cache_rule(clip_len, frame_rate, size)
+        self.rule = cache_rule(clip_len, frame_rate, size, interpolation)
         self.num_clips = 1
         self.check_source = check_source
         self._manifests: Dict[str, Dict[str, dict]] = {}
@@ -267,3 +283,24 @@ class LoadCachedFrames(BaseTransform):
     def __repr__(self) -> str:
         where = repr(self.cache_root) if self.cache_root else "data_prefix['frame_cache']"
         return f'{self.__class__.__name__}(cache_root={where}, {_describe(self.rule)})'
+
+
+def check_cached_resize(pipeline: Sequence) -> None:
+    """Refuse a pipeline whose resize differs from the one its evaluation cache applied.
+
+    Frames from a cache built with ``size`` are final clips: a later
+    :class:`PILResizeCenterCrop` of that size finds nothing to do, so one configured with
+    another size or interpolation would silently not be applied.
+    """
+    cached = None
+    for step in pipeline:
+        if isinstance(step, LoadCachedFrames) and step.rule['size'] is not None:
+            cached = step
+        elif cached is not None and isinstance(step, PILResizeCenterCrop):
+            wanted = dict(size=step.size, interpolation=step.interpolation)
+            held = {key: cached.rule[key] for key in wanted}
+            if held != wanted:
+                raise ValueError(
+                    f'the pipeline resizes with {_describe(wanted)} after {cached!r}, whose '
+                    f'frames were resized with {_describe(held)}: give LoadCachedFrames the '
+                    'resize\'s size and interpolation (and rebuild the cache)')

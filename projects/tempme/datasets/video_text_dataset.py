@@ -33,6 +33,7 @@ from mmengine.fileio import exists, get
 from mmengine.logging import MMLogger
 from tqdm import tqdm
 
+from .frame_cache import check_cached_resize
 from .transforms import OpenCLIPTokenize, truncated_captions
 from .video_check import VideoProbe, probe_videos, shard, unshard
 
@@ -267,6 +268,7 @@ class VideoTextRetrievalDataset(BaseDataset):
         self._captions: List[str] = []
         self._caption_to_video = torch.zeros(0, dtype=torch.long)
         built = [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in pipeline]
+        check_cached_resize(built)
         super().__init__(
             ann_file=ann_file,
             pipeline=built,
