@@ -20,8 +20,8 @@ import torch
 from projects.tempme.apis.inference import (describe, encode_texts, encode_videos, init_retriever,
                                             model_fingerprint)
 from projects.tempme.datasets.transforms import clip_tokenizer, tokenize_captions
-from projects.tempme.deployment import (ExportParityError, VideoEmbedder, deployable_model,
-                                        export_onnx, merge_margins, onnx_export)
+from projects.tempme.deployment import (ExportParityError, TextEmbedder, VideoEmbedder,
+                                        deployable_model, export_onnx, merge_margins, onnx_export)
 from projects.tempme.deployment.parity import compare_embeddings
 from projects.tempme.merging.matching import bipartite_soft_matching, decision_margins, merge_wavg
 from projects.tempme_deploy.onnx_retriever import ExportFormatError, OnnxRetriever
@@ -218,6 +218,39 @@ def test_merge_margins_name_each_merge_of_the_schedule():
     assert all(w.startswith('layer ') for w in where)
     assert np.isinf(merge_margins(init_retriever(CONFIG, cfg_options=NO_MERGING).encoder,
                                   video)[0]).all()
+
+
+def test_int8_export_is_quantized_checked_by_cosine_and_served_by_the_lean_runtime(
+        tmp_path, monkeypatch):
+    import onnx
+    loaded = init_retriever(CONFIG)
+    out = tmp_path / 'int8'
+    info = export_onnx(loaded, str(out), int8=True, log=lambda _: None)
+    assert info['precision'] == 'int8'
+    assert info['parity']['video']['max_abs_diff'] <= 1e-4  # the float32 graphs came first
+    report = info['parity']['int8']
+    assert min(report['video_min_cosine'], report['text_min_cosine']) >= \
+        onnx_export.INT8_MIN_COSINE
+    for name in ('video_encoder.onnx', 'text_encoder.onnx'):
+        ops = [node.op_type for node in onnx.load(str(out / name)).graph.node]
+        assert ops.count('MatMulInteger') >= 4 * 2, name  # every linear layer's product
+    retriever = OnnxRetriever(str(out))
+    assert retriever.precision == 'int8' and retriever.description()['precision'] == 'int8'
+    videos = torch.randint(0, 256, (3, 12, 3, 112, 112), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(7))
+    captions = ['a red circle moves right', 'two dogs']
+    for exported, reference in (
+            (retriever.encode_videos(videos.numpy()), encode_videos(loaded, list(videos))),
+            (retriever.encode_texts(captions), encode_texts(loaded, captions))):
+        assert (exported * reference.numpy()).sum(-1).min() >= onnx_export.INT8_MIN_COSINE
+        assert np.abs(exported - reference.numpy()).max() > 1e-4  # approximate, not exact
+    # below the gate: refused, naming the embeddings
+    monkeypatch.setattr(onnx_export, 'INT8_MIN_COSINE', 1.01)
+    model = deployable_model(loaded.model)
+    with pytest.raises(ExportParityError, match=r'int8 export is further from PyTorch than '
+                       r'cosine 1.01:\n  video 0: cosine 0\.9'):
+        onnx_export.check_int8(VideoEmbedder(model).eval(), TextEmbedder(model).eval(),
+                               str(out), videos, tokenize_captions(captions, 32))
 
 
 def test_a_failed_check_leaves_the_previous_export_untouched(tmp_path, monkeypatch):

@@ -67,8 +67,8 @@ def onnx_encoder(export_dir: str) -> IndexEncoder:
     info = retriever.info
     reader = VideoReader(Config(dict(test_pipeline=info['video_pipeline'])))
     model = dict(retriever.description(), cfg_options={},
-                 weights=f'ONNX export {os.path.abspath(export_dir)} of '
-                 f'{info["model"]["weights"]}', resolved_config=info['resolved_config'])
+                 weights=f'ONNX export {os.path.abspath(export_dir)} ({retriever.precision}) '
+                 f'of {info["model"]["weights"]}', resolved_config=info['resolved_config'])
 
     def encode(frames: List[torch.Tensor]) -> np.ndarray:
         return retriever.encode_videos(torch.stack(frames).numpy())

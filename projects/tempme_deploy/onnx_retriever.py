@@ -75,11 +75,18 @@ class OnnxRetriever:
         """The fingerprint of the PyTorch model exported (as a video index records it)."""
         return self.info['model']['fingerprint']
 
+    @property
+    def precision(self) -> str:
+        """``'float32'`` (the model's numbers) or ``'int8'`` (quantized matrix products)."""
+        return self.info.get('precision', 'float32')
+
     def description(self) -> Dict[str, object]:
-        """The exported model as a video index records it (fingerprint, config, checkpoint)."""
+        """The exported model as a video index records it (fingerprint, config, checkpoint,
+        precision). The fingerprint is the PyTorch model's: an int8 export's embeddings
+        approximate it and may share an index with the float32 export's."""
         model = self.info['model']
         return dict(fingerprint=model['fingerprint'], config=model['config'],
-                    checkpoint=model['checkpoint'])
+                    checkpoint=model['checkpoint'], precision=self.precision)
 
     @property
     def frames_shape(self) -> tuple:

@@ -188,6 +188,7 @@ class SearchBackend:
                     videos=len(snapshot.index), index=os.path.abspath(self.index_dir),
                     export=os.path.abspath(self.retriever.export_dir),
                     fingerprint=self.retriever.fingerprint,
+                    precision=self.retriever.precision,
                     loaded_at=snapshot.loaded_at, reload_error=self.reload_error)
 
 

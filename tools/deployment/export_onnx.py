@@ -8,7 +8,8 @@ Example::
 Writes ``video_encoder.onnx`` (uint8 frames -> embedding, batch dynamic), ``text_encoder.onnx``
 (tokens -> embedding), ``tokenizer.json`` and ``deploy.json`` into ``--out``, after
 comparing both graphs with PyTorch on random inputs; a mismatch exits non-zero and
-leaves ``--out`` as it was. Serve the result with ``tools/deployment/serve_search.py``.
+leaves ``--out`` as it was. ``--int8`` then quantizes both graphs (dynamic int8 matrix
+products), checked by embedding cosine. Serve the result with ``tools/deployment/serve_search.py``.
 """
 import argparse
 import sys
@@ -29,6 +30,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--out', required=True, help='export folder')
     parser.add_argument('--check-batch', type=int, default=8,
                         help='random videos compared with PyTorch')
+    parser.add_argument('--int8', action='store_true',
+                        help='quantize both graphs to int8 after their float32 check (about '
+                        '2x faster on CPUs with int8 instructions; checked by embedding '
+                        'cosine, README "Deploy")')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries')
     return parser.parse_args(argv)
@@ -41,7 +46,7 @@ def main(argv=None) -> dict:
     loaded = init_retriever(args.config, args.checkpoint, cfg_options=args.cfg_options)
     check_data_fits_model(loaded.cfg)
     start = time.perf_counter()
-    info = export_onnx(loaded, args.out, check_batch=args.check_batch)
+    info = export_onnx(loaded, args.out, check_batch=args.check_batch, int8=args.int8)
     video, text = info['parity']['video'], info['parity']['text']
     print(f'exported to {args.out} in {time.perf_counter() - start:.0f} s; ONNX Runtime vs '
           f'PyTorch: video max abs diff {video["max_abs_diff"]:.2e} (min cosine '
@@ -49,6 +54,11 @@ def main(argv=None) -> dict:
           f'text max abs diff {text["max_abs_diff"]:.2e}')
     for flip in video['flips']:
         print(f'  video {flip["video"]}: {flip["at"]}; cosine {flip["cosine"]:.6f}')
+    if args.int8:
+        int8 = info['parity']['int8']
+        print(f'int8 graphs written; embedding cosine to PyTorch: video >= '
+              f'{int8["video_min_cosine"]:.6f}, text >= {int8["text_min_cosine"]:.6f} '
+              f'(required: {int8["min_cosine"]})')
     return info
 
 
