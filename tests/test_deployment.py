@@ -21,7 +21,8 @@ from projects.tempme.apis.inference import (describe, encode_texts, encode_video
                                             model_fingerprint)
 from projects.tempme.datasets.transforms import clip_tokenizer, tokenize_captions
 from projects.tempme.deployment import (ExportParityError, TextEmbedder, VideoEmbedder,
-                                        deployable_model, export_onnx, merge_margins, onnx_export)
+                                        deployable_model, export_onnx, merge_margins, onnx_export,
+                                        quantize_export)
 from projects.tempme.deployment.parity import compare_embeddings
 from projects.tempme.merging.matching import bipartite_soft_matching, decision_margins, merge_wavg
 from projects.tempme_deploy.onnx_retriever import ExportFormatError, OnnxRetriever
@@ -221,7 +222,7 @@ def test_merge_margins_name_each_merge_of_the_schedule():
 
 
 def test_int8_export_is_quantized_checked_by_cosine_and_served_by_the_lean_runtime(
-        tmp_path, monkeypatch):
+        tiny_export, tmp_path, monkeypatch):
     import onnx
     loaded = init_retriever(CONFIG)
     out = tmp_path / 'int8'
@@ -244,6 +245,13 @@ def test_int8_export_is_quantized_checked_by_cosine_and_served_by_the_lean_runti
             (retriever.encode_texts(captions), encode_texts(loaded, captions))):
         assert (exported * reference.numpy()).sum(-1).min() >= onnx_export.INT8_MIN_COSINE
         assert np.abs(exported - reference.numpy()).max() > 1e-4  # approximate, not exact
+    # an int8 copy of a float32 export, without exporting again; only of the same model
+    first, first_dir, _ = tiny_export
+    copied = quantize_export(first, first_dir, str(tmp_path / 'copy'), log=lambda _: None)
+    assert copied['precision'] == 'int8' and OnnxRetriever(str(tmp_path / 'copy')).precision \
+        == 'int8'
+    with pytest.raises(ValueError, match='not a float32 export of this model'):
+        quantize_export(first, str(out), str(tmp_path / 'again'), log=lambda _: None)
     # below the gate: refused, naming the embeddings
     monkeypatch.setattr(onnx_export, 'INT8_MIN_COSINE', 1.01)
     model = deployable_model(loaded.model)

@@ -21,11 +21,12 @@ products only, so merging still runs in float32). That is an approximation, not 
 export of the same numbers: it is checked by embedding cosine against PyTorch
 (:data:`INT8_MIN_COSINE`) instead of the float32 tolerance.
 """
+import contextlib
 import json
 import os
 import shutil
 import tempfile
-from typing import Callable, Dict
+from typing import Callable, Dict, Iterator
 
 import numpy as np
 import torch
@@ -68,19 +69,13 @@ def export_onnx(loaded: LoadedRetriever, out_dir: str, check_batch: int = 8, see
     frames_shape = loaded.encoder.input_shape
     context = caption_context_length(loaded.cfg)
     info = _describe(loaded, model, frames_shape, context)
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
-    scratch = tempfile.mkdtemp(prefix='.export-', dir=parent)
-    try:
-        generator = torch.Generator().manual_seed(seed)
-        videos = torch.randint(0, 256, (check_batch, *frames_shape), generator=generator,
-                               dtype=torch.uint8)
-        video_module = VideoEmbedder(model).eval()
+    videos, tokens = _check_inputs(frames_shape, context, check_batch, seed)
+    video_module = VideoEmbedder(model).eval()
+    with _scratch_for(out_dir) as scratch:
         log(f'exporting the video encoder: frames {tuple(frames_shape)}, dynamic batch')
         batch = torch.export.Dim('batch', min=1, max=4096)
         _export(video_module, videos[:2], os.path.join(scratch, VIDEO_FILE), 'frames',
                 'video_embedding', {0: batch})
-        tokens = _tokens(CHECK_CAPTIONS, context)
         log(f'exporting the text encoder: {context} tokens, dynamic batch')
         # the token axis is dynamic too: causal attention and end-of-text pooling make the
         # padding after the last end-of-text token irrelevant, so a runtime may cut it
@@ -98,21 +93,72 @@ def export_onnx(loaded: LoadedRetriever, out_dir: str, check_batch: int = 8, see
         info['parity'] = check_exports(model, video_module, video_session, text_session,
                                        videos, tokens)
         if int8:
-            log('quantizing both graphs to int8 and checking them against PyTorch')
-            info['precision'] = 'int8'
-            info['quantization'] = _quantize(scratch)
-            info['parity']['int8'] = check_int8(video_module, TextEmbedder(model), scratch,
-                                                videos, tokens)
+            _to_int8(scratch, info, model, videos, tokens, log)
+        _move_in(scratch, info, out_dir)
+    return info
+
+
+def quantize_export(loaded: LoadedRetriever, export_dir: str, out_dir: str,
+                    check_batch: int = 8, seed: int = 0,
+                    log: Callable[[str], None] = print) -> Dict:
+    """An int8 copy in ``out_dir`` of ``loaded``'s checked float32 export in ``export_dir``
+    (what ``export_onnx(int8=True)`` writes, without exporting again)."""
+    from ...tempme_deploy.onnx_retriever import read_export_info
+    info = read_export_info(export_dir)
+    model = deployable_model(loaded.model).cpu().float()
+    if info['model']['fingerprint'] != model_fingerprint(loaded) or \
+            info.get('precision', 'float32') != 'float32':
+        raise ValueError(f'{export_dir}: not a float32 export of this model (fingerprint '
+                         f'{info["model"]["fingerprint"]}, precision {info.get("precision")})')
+    videos, tokens = _check_inputs(loaded.encoder.input_shape,
+                                   caption_context_length(loaded.cfg), check_batch, seed)
+    with _scratch_for(out_dir) as scratch:
         for name in (VIDEO_FILE, TEXT_FILE, TOKENIZER_FILE):
-            info['files'][name] = sha256_of(os.path.join(scratch, name))
-        with open(os.path.join(scratch, INFO_FILE), 'w') as f:
-            json.dump(info, f, indent=1)
-        os.makedirs(out_dir, exist_ok=True)
-        for name in (VIDEO_FILE, TEXT_FILE, TOKENIZER_FILE, INFO_FILE):
-            os.replace(os.path.join(scratch, name), os.path.join(out_dir, name))
+            shutil.copyfile(os.path.join(export_dir, name), os.path.join(scratch, name))
+        _to_int8(scratch, info, model, videos, tokens, log)
+        _move_in(scratch, info, out_dir)
+    return info
+
+
+def _check_inputs(frames_shape, context: int, check_batch: int, seed: int):
+    """Random uint8 videos and the check captions' tokens."""
+    generator = torch.Generator().manual_seed(seed)
+    videos = torch.randint(0, 256, (check_batch, *frames_shape), generator=generator,
+                           dtype=torch.uint8)
+    return videos, _tokens(CHECK_CAPTIONS, context)
+
+
+@contextlib.contextmanager
+def _scratch_for(out_dir: str) -> Iterator[str]:
+    """A scratch folder next to ``out_dir`` (same file system: the files move in by
+    rename), removed afterwards whatever happens."""
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix='.export-', dir=parent)
+    try:
+        yield scratch
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return info
+
+
+def _to_int8(folder: str, info: Dict, model: torch.nn.Module, videos: torch.Tensor,
+             tokens: torch.Tensor, log: Callable[[str], None]) -> None:
+    log('quantizing both graphs to int8 and checking them against PyTorch')
+    info['precision'] = 'int8'
+    info['quantization'] = _quantize(folder)
+    info['parity']['int8'] = check_int8(VideoEmbedder(model).eval(), TextEmbedder(model).eval(),
+                                        folder, videos, tokens)
+
+
+def _move_in(scratch: str, info: Dict, out_dir: str) -> None:
+    """Record the files' hashes, then move them into ``out_dir``, ``deploy.json`` last."""
+    for name in (VIDEO_FILE, TEXT_FILE, TOKENIZER_FILE):
+        info['files'][name] = sha256_of(os.path.join(scratch, name))
+    with open(os.path.join(scratch, INFO_FILE), 'w') as f:
+        json.dump(info, f, indent=1)
+    os.makedirs(out_dir, exist_ok=True)
+    for name in (VIDEO_FILE, TEXT_FILE, TOKENIZER_FILE, INFO_FILE):
+        os.replace(os.path.join(scratch, name), os.path.join(out_dir, name))
 
 
 def check_exports(model: torch.nn.Module, video_module: VideoEmbedder, video_session,
