@@ -20,9 +20,8 @@ import torch
 from projects.tempme.apis.inference import (describe, encode_texts, encode_videos, init_retriever,
                                             model_fingerprint)
 from projects.tempme.datasets.transforms import clip_tokenizer, tokenize_captions
-from projects.tempme.deployment import (ExportParityError, TextEmbedder, VideoEmbedder,
-                                        deployable_model, export_onnx, merge_margins, onnx_export,
-                                        quantize_export)
+from projects.tempme.deployment import (ExportParityError, VideoEmbedder, deployable_model,
+                                        export_onnx, merge_margins, onnx_export, quantize_export)
 from projects.tempme.deployment.parity import compare_embeddings
 from projects.tempme.merging.matching import bipartite_soft_matching, decision_margins, merge_wavg
 from projects.tempme_deploy.onnx_retriever import ExportFormatError, OnnxRetriever
@@ -223,12 +222,13 @@ def test_merge_margins_name_each_merge_of_the_schedule():
 
 def test_int8_export_is_quantized_checked_by_cosine_and_served_by_the_lean_runtime(
         tiny_export, tmp_path, monkeypatch):
+    """The int8 step of ``export_onnx(int8=True)``, here on the module's float32 export."""
     import onnx
-    loaded = init_retriever(CONFIG)
+    loaded, source, fp32 = tiny_export
     out = tmp_path / 'int8'
-    info = export_onnx(loaded, str(out), int8=True, log=lambda _: None)
-    assert info['precision'] == 'int8'
-    assert info['parity']['video']['max_abs_diff'] <= 1e-4  # the float32 graphs came first
+    info = quantize_export(loaded, source, str(out), log=lambda _: None)
+    assert info['precision'] == 'int8' and fp32['precision'] == 'float32'
+    assert info['parity']['video'] == fp32['parity']['video']  # the float32 check came first
     report = info['parity']['int8']
     assert min(report['video_min_cosine'], report['text_min_cosine']) >= \
         onnx_export.INT8_MIN_COSINE
@@ -237,6 +237,7 @@ def test_int8_export_is_quantized_checked_by_cosine_and_served_by_the_lean_runti
         assert ops.count('MatMulInteger') >= 4 * 2, name  # every linear layer's product
     retriever = OnnxRetriever(str(out))
     assert retriever.precision == 'int8' and retriever.description()['precision'] == 'int8'
+    assert retriever.fingerprint == OnnxRetriever(source).fingerprint
     videos = torch.randint(0, 256, (3, 12, 3, 112, 112), dtype=torch.uint8,
                            generator=torch.Generator().manual_seed(7))
     captions = ['a red circle moves right', 'two dogs']
@@ -245,20 +246,19 @@ def test_int8_export_is_quantized_checked_by_cosine_and_served_by_the_lean_runti
             (retriever.encode_texts(captions), encode_texts(loaded, captions))):
         assert (exported * reference.numpy()).sum(-1).min() >= onnx_export.INT8_MIN_COSINE
         assert np.abs(exported - reference.numpy()).max() > 1e-4  # approximate, not exact
-    # an int8 copy of a float32 export, without exporting again; only of the same model
-    first, first_dir, _ = tiny_export
-    copied = quantize_export(first, first_dir, str(tmp_path / 'copy'), log=lambda _: None)
-    assert copied['precision'] == 'int8' and OnnxRetriever(str(tmp_path / 'copy')).precision \
-        == 'int8'
+    # only a float32 export of the same model is quantized
     with pytest.raises(ValueError, match='not a float32 export of this model'):
-        quantize_export(first, str(out), str(tmp_path / 'again'), log=lambda _: None)
-    # below the gate: refused, naming the embeddings
+        quantize_export(loaded, str(out), str(tmp_path / 'again'), log=lambda _: None)
+    other = init_retriever(CONFIG, cfg_options=NO_MERGING)
+    with pytest.raises(ValueError, match='not a float32 export of this model'):
+        quantize_export(other, source, str(tmp_path / 'again'), log=lambda _: None)
+    # below the gate: refused, naming the embeddings, and nothing is written
     monkeypatch.setattr(onnx_export, 'INT8_MIN_COSINE', 1.01)
-    model = deployable_model(loaded.model)
     with pytest.raises(ExportParityError, match=r'int8 export is further from PyTorch than '
                        r'cosine 1.01:\n  video 0: cosine 0\.9'):
-        onnx_export.check_int8(VideoEmbedder(model).eval(), TextEmbedder(model).eval(),
-                               str(out), videos, tokenize_captions(captions, 32))
+        quantize_export(loaded, source, str(tmp_path / 'refused'), log=lambda _: None)
+    assert not (tmp_path / 'refused').exists()
+    assert not [p for p in os.listdir(tmp_path) if p.startswith('.export-')]
 
 
 def test_a_failed_check_leaves_the_previous_export_untouched(tmp_path, monkeypatch):

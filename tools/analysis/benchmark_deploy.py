@@ -13,11 +13,12 @@ export passes its ONNX Runtime parity check), then times, interleaved in one run
 * a text query (one caption -> embedding, tokenizer included on both sides);
 
 in PyTorch eager and in ONNX Runtime, and reports ratios within the same rounds next to
-the GMACs ratio. One profiled call per backend splits TempMe's video time into matrix
-products and the rest, which bounds what any exact float32 backend can gain. Then it
-serves a ``--index-size``-video index of random embeddings with
-``tools/deployment/serve_search.py`` and measures request latency (p50 / p99) with
-``--clients`` concurrent HTTP clients. Writes ``results.json``, ``results.md``
+the GMACs ratio, and TempMe's int8 copy (``export_onnx.py --int8``) next to them.
+Profiled calls of both backends split TempMe's video time into matrix products and the
+rest, which bounds what any exact float32 backend can gain. Then it serves a
+``--index-size``-video index of random embeddings with ``serve_search.py`` over the
+float32 and the int8 export and measures request latency (p50 / p99) with ``--clients``
+concurrent HTTP clients. Writes ``results.json``, ``results.md``
 and ``results.png`` into ``--out``.
 """
 import argparse
@@ -40,7 +41,8 @@ from tqdm import tqdm
 
 from projects.tempme.apis.inference import caption_context_length, init_retriever
 from projects.tempme.datasets.transforms import tokenize_captions
-from projects.tempme.deployment import TextEmbedder, VideoEmbedder, deployable_model, export_onnx
+from projects.tempme.deployment import (TextEmbedder, VideoEmbedder, deployable_model, export_onnx,
+                                        quantize_export)
 from projects.tempme.profiling import interleaved_timings, median_ratio, video_gmacs
 from projects.tempme_deploy.onnx_retriever import OnnxRetriever
 from projects.tempme_deploy.search import FileStat, VideoIndex
@@ -49,6 +51,8 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 #: plain CLIP: the same encoder with nothing merged
 PLAIN = {'model.video_encoder.merge': 'none'}
 QUERY = 'a man in a red shirt is playing a guitar on stage'
+#: TempMe's export quantized to int8 (``export_onnx.py --int8``), in ONNX Runtime
+INT8 = 'tempme/onnxruntime-int8'
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -80,6 +84,7 @@ def _latencies(models, sessions, args, log) -> Dict:
             module = models[method]['video']
             fns[f'{method}/eager'] = lambda m=module: _no_grad(m, frames)
             fns[f'{method}/onnxruntime'] = lambda s=sessions[method]: s.encode_videos(array)
+        fns[INT8] = lambda s=sessions[INT8]: s.encode_videos(array)
         log(f'  video encoder, batch {batch}: {args.rounds} interleaved rounds')
         figures[f'video_b{batch}'] = interleaved_timings(fns, args.rounds)
     fns = {}
@@ -88,6 +93,7 @@ def _latencies(models, sessions, args, log) -> Dict:
         fns[f'{method}/eager'] = lambda m=models[method]['text'], c=context: _no_grad(
             m, tokenize_captions([QUERY], c))
         fns[f'{method}/onnxruntime'] = lambda s=sessions[method]: s.encode_texts([QUERY])
+    fns[INT8] = lambda s=sessions[INT8]: s.encode_texts([QUERY])
     log(f'  text query: {args.rounds * 4} interleaved rounds')
     figures['text_query'] = interleaved_timings(fns, args.rounds * 4)
     return figures
@@ -202,6 +208,9 @@ def _summarise(times: Dict[str, Dict[str, List[float]]], gmacs: Dict[str, float]
             'tempme_over_plain_onnxruntime': median_ratio(
                 runs['tempme/onnxruntime'], runs['plain/onnxruntime']),
             'tempme_over_plain_eager': median_ratio(runs['tempme/eager'], runs['plain/eager']),
+            'tempme_int8_speedup_over_eager': median_ratio(runs['tempme/eager'], runs[INT8]),
+            'tempme_int8_speedup_over_float32': median_ratio(runs['tempme/onnxruntime'],
+                                                             runs[INT8]),
         }
         report[workload] = dict(ms=row, **ratios)
     report['gmacs'] = dict(gmacs, ratio=gmacs['tempme'] / gmacs['plain'])
@@ -268,8 +277,9 @@ def markdown(report: Dict) -> str:
              f'config {report["config"]}, random weights; median ms over '
              f'{report["rounds"]} interleaved rounds', '',
              '| workload | plain eager | plain ORT | TempMe eager | TempMe ORT | '
-             'TempMe ORT vs eager | TempMe / plain (ORT) | GMACs ratio |',
-             '|---|---|---|---|---|---|---|---|']
+             'TempMe ORT vs eager | TempMe / plain (ORT) | GMACs ratio | TempMe ORT int8 | '
+             'int8 vs eager |',
+             '|---|---|---|---|---|---|---|---|---|---|']
     gmacs = report['latency']['gmacs']
     for workload, row in report['latency'].items():
         if workload == 'gmacs':
@@ -280,13 +290,16 @@ def markdown(report: Dict) -> str:
             f'{ms["tempme/eager"]:.1f} | {ms["tempme/onnxruntime"]:.1f} | '
             f'{row["tempme_onnxruntime_speedup_over_eager"]:.2f}x faster | '
             f'{row["tempme_over_plain_onnxruntime"]:.3f} | '
-            + (f'{gmacs["ratio"]:.3f} |' if workload.startswith('video') else '- |'))
+            + (f'{gmacs["ratio"]:.3f} | ' if workload.startswith('video') else '- | ')
+            + f'{ms[INT8]:.1f} | {row["tempme_int8_speedup_over_eager"]:.2f}x faster |')
     parity = report['parity']
     checks = [f'{m}: max abs diff {p["video"]["max_abs_diff"]:.1e}, min cosine '
               f'{p["video"]["min_cosine"]:.6f}, {len(p["video"]["flips"])} flips; text '
-              f'{p["text"]["max_abs_diff"]:.1e}' for m, p in parity.items()]
+              f'{p["text"]["max_abs_diff"]:.1e}' for m, p in parity.items() if m != 'int8']
+    int8 = parity['int8']
     lines += ['', 'export parity (ONNX Runtime vs PyTorch, 8 random videos and 1 alone): '
-              + ', '.join(checks)]
+              + ', '.join(checks) + f'; int8: embedding cosine >= {int8["video_min_cosine"]:.6f} '
+              f'(video), >= {int8["text_min_cosine"]:.6f} (text)']
     lines += ['', 'where TempMe\'s video encoder spends its time (profiled calls of both '
               'backends in alternation, the median one; matrix products: GEMMs and the patch '
               'convolution; other: the rest of the wall time):', '',
@@ -301,12 +314,11 @@ def markdown(report: Dict) -> str:
                      f'{row["ceiling"]:.2f}x | {operators} |')
     lines += ['', 'ceiling: eager total / eager matrix-product time, the most an exact float32 '
               'backend with PyTorch\'s matrix-product speed can gain over eager']
-    if report.get('service'):
-        s = report['service']
-        lines += ['', f'search service: {s["index_size"]} videos, {s["clients"]} concurrent '
-                  f'clients, {s["requests"]} requests: p50 {s["p50_ms"]:.1f} ms, p99 '
-                  f'{s["p99_ms"]:.1f} ms, max {s["max_ms"]:.1f} ms, {s["queries_per_s"]:.1f} '
-                  'queries/s']
+    for precision, s in (report.get('service') or {}).items():
+        lines += ['', f'search service ({precision} export): {s["index_size"]} videos, '
+                  f'{s["clients"]} concurrent clients, {s["requests"]} requests: p50 '
+                  f'{s["p50_ms"]:.1f} ms, p99 {s["p99_ms"]:.1f} ms, max {s["max_ms"]:.1f} ms, '
+                  f'{s["queries_per_s"]:.1f} queries/s']
     return '\n'.join(lines) + '\n'
 
 
@@ -315,13 +327,13 @@ def plot(report: Dict, path: str) -> None:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     workloads = [w for w in report['latency'] if w != 'gmacs']
-    names = ['plain/eager', 'plain/onnxruntime', 'tempme/eager', 'tempme/onnxruntime']
+    names = ['plain/eager', 'plain/onnxruntime', 'tempme/eager', 'tempme/onnxruntime', INT8]
     fig, (ax, split) = plt.subplots(1, 2, figsize=(11, 3.8), dpi=110,
                                     gridspec_kw=dict(width_ratios=[3, 2]))
-    width = 0.2
+    width = 0.16
     for j, name in enumerate(names):
         values = [report['latency'][w]['ms'][name] for w in workloads]
-        ax.bar(np.arange(len(workloads)) + (j - 1.5) * width, values, width, label=name)
+        ax.bar(np.arange(len(workloads)) + (j - 2) * width, values, width, label=name)
     ax.set_xticks(np.arange(len(workloads)), workloads)
     ax.set_ylabel('ms per call (median)')
     ax.set_yscale('log')
@@ -365,6 +377,11 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         models[method] = dict(loaded=loaded, video=VideoEmbedder(deployed).eval(),
                               text=TextEmbedder(deployed).eval())
         sessions[method] = OnnxRetriever(export_dir)
+    log('tempme: an int8 copy of the export')
+    int8 = quantize_export(models['tempme']['loaded'], osp.join(args.out, 'tempme'),
+                           osp.join(args.out, 'tempme_int8'), log=lambda m: log(f'  {m}'))
+    parity['int8'] = int8['parity']['int8']
+    sessions[INT8] = OnnxRetriever(osp.join(args.out, 'tempme_int8'))
     log('timing')
     times = _latencies(models, sessions, args, log)
     log('profiling TempMe\'s video encoder in both backends')
@@ -373,8 +390,11 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     report = dict(config=args.config, rounds=args.rounds, parity=parity, breakdown=breakdown,
                   latency=_summarise(times, gmacs), raw_seconds=times)
     if not args.skip_service:
-        log('search service load test')
-        report['service'] = _load_test(osp.join(args.out, 'tempme'), args.out, args, log)
+        report['service'] = {}
+        for precision, folder in (('float32', 'tempme'), ('int8', 'tempme_int8')):
+            log(f'search service load test, {precision} export')
+            report['service'][precision] = _load_test(osp.join(args.out, folder), args.out,
+                                                      args, log)
     with open(osp.join(args.out, 'results.json'), 'w') as f:
         json.dump(report, f, indent=1)
     text = markdown(report)
