@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from projects.tempme.apis.inference import (describe, encode_texts, encode_videos, init_retriever,
-                                            model_fingerprint)
+from projects.tempme.apis.inference import (VideoReader, describe, encode_texts, encode_videos,
+                                            init_retriever, model_fingerprint)
 from projects.tempme.datasets.transforms import clip_tokenizer, tokenize_captions
 from projects.tempme.deployment import (ExportParityError, VideoEmbedder, deployable_model,
                                         export_onnx, merge_margins, onnx_export, quantize_export)
@@ -484,3 +484,41 @@ def test_service_reload_swaps_whole_indexes_only(server, indexed, tmp_path):
     assert health['videos'] == 7 and health['status'] == 'stale'
     assert 'IndexModelMismatch' in health['reload_error']
     assert len(srv.search('grey', 100)[1]) == 7
+
+
+def test_exports_are_evaluated_on_a_split_with_the_metric_of_the_test_tool(indexed, tiny_export,
+                                                                           tmp_path):
+    from mmengine.config import Config
+
+    from projects.tempme.evaluation.ranking import retrieval_metrics
+    from tools.deployment import test_onnx
+    root = indexed[0]
+    captions = {f'v{i}.mp4': [f'a {c} circle', f'the {c} one'] for i, c in enumerate(
+        ('red', 'green', 'blue', 'yellow', 'pink', 'cyan'))}
+    (tmp_path / 'test.json').write_text(json.dumps(captions))
+    loaded, source, _ = tiny_export
+    int8 = str(tmp_path / 'int8')
+    quantize_export(loaded, source, int8, log=lambda _: None)
+    out = tmp_path / 'metrics.json'
+    report = test_onnx.main([CONFIG, source, int8, '--batch', '4', '--out', str(out),
+                             '--cfg-options', f'test_dataloader.dataset.data_root={root}',
+                             f'test_dataloader.dataset.ann_file={tmp_path / "test.json"}',
+                             'test_dataloader.dataset.data_prefix.video=videos'])
+    assert json.loads(out.read_text())['exports'][int8]['precision'] == 'int8'
+    assert [e['precision'] for e in report.values()] == ['float32', 'int8']
+    assert report[source]['num_videos'] == 6 and report[source]['num_captions'] == 12
+    assert report[int8]['cosine_to_first']['video']['min'] >= onnx_export.INT8_MIN_COSINE
+    # the float32 export ranks as the PyTorch model does, with tools/test.py's metric
+    cfg = Config.fromfile(CONFIG)
+    reader = VideoReader(cfg)
+    videos = encode_videos(loaded, [reader(str(root / 'videos' / n)) for n in captions])
+    texts = encode_texts(loaded, [c for cs in captions.values() for c in cs])
+    expected = retrieval_metrics(texts @ videos.T, torch.arange(6).repeat_interleave(2))
+    assert report[source]['metrics'] == pytest.approx(expected)
+    with pytest.raises(ValueError, match='different test pipelines'):
+        other = tmp_path / 'other'
+        shutil.copytree(source, other)
+        info = json.loads((other / 'deploy.json').read_text())
+        info['video_pipeline'][-1]['size'] = 64
+        (other / 'deploy.json').write_text(json.dumps(info))
+        test_onnx.evaluate(cfg, [source, str(other)])
