@@ -6,7 +6,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -170,8 +169,7 @@ def test_time_breakdown_splits_matrix_products_from_the_rest_in_both_backends(ti
     assert 0 < split['matrix_ms'] < split['total_ms'] == wall
     assert split['matrix_ms'] + split['other_ms'] == pytest.approx(wall)
 
-    report = _breakdown(dict(tempme=dict(video=module)), out, (12, 3, 112, 112), [2], 3,
-                        log=lambda _: None)['video_b2']
+    report = _breakdown(module, out, (12, 3, 112, 112), [2], 3, log=lambda _: None)['video_b2']
     for backend in ('eager', 'onnxruntime'):
         assert 0 < report[backend]['matrix_ms'] < report[backend]['total_ms']
     assert report['ceiling'] == pytest.approx(
@@ -362,20 +360,17 @@ def test_concurrent_requests_are_processed_together_and_each_gets_its_own():
 
     encoder = RequestBatcher(encode, max_batch=16)
     texts = ['a' * n for n in range(1, 10)]
-    with ThreadPoolExecutor(9) as pool:
-        futures = [pool.submit(encoder, texts[0])]
-        assert busy.wait(10)
-        futures += [pool.submit(encoder, t) for t in texts[1:]]
-        deadline = time.monotonic() + 10
-        while encoder._queue.qsize() < 8 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        gate.set()
-        results = [f.result(timeout=10) for f in futures]
+    futures = [encoder.submit(texts[0])]
+    assert busy.wait(10)
+    futures += [encoder.submit(t) for t in texts[1:]]  # they queue while the first runs
+    gate.set()
+    results = [f.result(timeout=10) for f in futures]
     assert [r[0] for r in results] == [float(len(t)) for t in texts]
     assert [len(c) for c in calls] == [1, 8]  # the first alone, then all that waited
     with pytest.raises(RuntimeError, match='graph failed'):
-        encoder('boom')
-    assert encoder('ok')[0] == 2.0  # the encoder thread survives a failed batch
+        encoder.submit('boom').result(timeout=10)
+    # the batcher's thread survives a failed batch
+    assert encoder.submit('ok').result(timeout=10)[0] == 2.0
 
 
 #: Run the service with the training stack made unimportable.
@@ -515,10 +510,10 @@ def test_exports_are_evaluated_on_a_split_with_the_metric_of_the_test_tool(index
     texts = encode_texts(loaded, [c for cs in captions.values() for c in cs])
     expected = retrieval_metrics(texts @ videos.T, torch.arange(6).repeat_interleave(2))
     assert report[source]['metrics'] == pytest.approx(expected)
+    other = tmp_path / 'other'
+    shutil.copytree(source, other)
+    info = json.loads((other / 'deploy.json').read_text())
+    info['video_pipeline'][-1]['size'] = 64
+    (other / 'deploy.json').write_text(json.dumps(info))
     with pytest.raises(ValueError, match='different test pipelines'):
-        other = tmp_path / 'other'
-        shutil.copytree(source, other)
-        info = json.loads((other / 'deploy.json').read_text())
-        info['video_pipeline'][-1]['size'] = 64
-        (other / 'deploy.json').write_text(json.dumps(info))
         test_onnx.evaluate(cfg, [source, str(other)])

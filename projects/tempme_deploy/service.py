@@ -67,9 +67,6 @@ class RequestBatcher:
         self._queue.put((request, future))
         return future
 
-    def __call__(self, request: Any) -> Any:
-        return self.submit(request).result()
-
     def _serve(self) -> None:
         while True:
             batch = [self._queue.get()]
@@ -172,9 +169,6 @@ class SearchBackend:
             raise BadRequest(f'k must be in [1, {MAX_K}], got {k}')
         self.maybe_reload()
         return self.answer.submit((query, k))
-
-    def search(self, query: Optional[str], k: int) -> List[Dict[str, object]]:
-        return self.submit(query, k).result()
 
     def _answer_batch(self, requests: List[Tuple[str, int]]) -> List[List[Dict[str, object]]]:
         index = self.snapshot.index  # one read: the whole batch uses one snapshot

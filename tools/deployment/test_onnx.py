@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 import projects.tempme  # noqa: F401  (compatibility fixes + registration)
 from projects.tempme.apis.inference import VideoReader
+from projects.tempme.deployment.parity import row_cosines
 from projects.tempme.evaluation.ranking import retrieval_metrics
 from projects.tempme.evaluation.retrieval_metric import format_metrics
 from projects.tempme_deploy.fileio import atomic_write
@@ -48,7 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> Dict[str, float]:
-    cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    cos = row_cosines(a, b)
     return dict(min=float(cos.min()), mean=float(cos.mean()))
 
 

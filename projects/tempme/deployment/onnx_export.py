@@ -37,7 +37,7 @@ from ...tempme_deploy.tokenizer import clip_tokenizer_json, cut_padding
 from ..apis.inference import (LoadedRetriever, caption_context_length, model_fingerprint,
                               video_pipeline_config)
 from .embedders import TextEmbedder, VideoEmbedder, deployable_model
-from .parity import compare_embeddings, margins_of, recording_matches
+from .parity import compare_embeddings, margins_of, recording_matches, row_cosines
 
 VIDEO_FILE, TEXT_FILE, TOKENIZER_FILE = 'video_encoder.onnx', 'text_encoder.onnx', 'tokenizer.json'
 #: Captions the text export is checked on (lengths from one word to truncation).
@@ -216,19 +216,16 @@ def check_int8(video_module: VideoEmbedder, text_module: TextEmbedder, folder: s
         return ort.InferenceSession(os.path.join(folder, name),
                                     providers=['CPUExecutionProvider'])
 
-    def cosines(reference, exported):
-        return (reference * exported).sum(-1) / (
-            np.linalg.norm(reference, axis=-1) * np.linalg.norm(exported, axis=-1))
-
     with torch.no_grad():
         video_reference = video_module(videos).numpy()
         text_reference = text_module(tokens).numpy()
     video_session, text_session = session(VIDEO_FILE), session(TEXT_FILE)
     video = np.concatenate([
-        cosines(video_reference, video_session.run(None, {'frames': videos.numpy()})[0]),
-        cosines(video_reference[:1], video_session.run(None, {'frames': videos[:1].numpy()})[0])])
-    text = cosines(text_reference,
-                   text_session.run(None, {'tokens': cut_padding(tokens.numpy())})[0])
+        row_cosines(video_reference, video_session.run(None, {'frames': videos.numpy()})[0]),
+        row_cosines(video_reference[:1],
+                    video_session.run(None, {'frames': videos[:1].numpy()})[0])])
+    text = row_cosines(text_reference,
+                       text_session.run(None, {'tokens': cut_padding(tokens.numpy())})[0])
     report = dict(min_cosine=INT8_MIN_COSINE, video_min_cosine=float(video.min()),
                   text_min_cosine=float(text.min()))
     failed = [f'  {kind} {i}: cosine {c:.6f}'

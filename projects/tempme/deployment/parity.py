@@ -98,6 +98,15 @@ def merge_margins(encoder: torch.nn.Module,
     return margins_of(calls, encoder, video.shape[0])
 
 
+def row_cosines(reference: np.ndarray, exported: np.ndarray) -> np.ndarray:
+    """Cosine of each row of ``exported`` to the same row of ``reference`` (0 for a zero
+    row), in float64."""
+    reference, exported = np.asarray(reference, np.float64), np.asarray(exported, np.float64)
+    norms = np.linalg.norm(reference, axis=-1) * np.linalg.norm(exported, axis=-1)
+    dots = (reference * exported).sum(-1)
+    return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+
+
 def compare_embeddings(reference: np.ndarray, exported: np.ndarray,
                        margins: Optional[np.ndarray] = None,
                        layers: Optional[List[str]] = None, atol: float = ATOL,
@@ -110,11 +119,11 @@ def compare_embeddings(reference: np.ndarray, exported: np.ndarray,
     b = reference.shape[0]
     margins = np.full(b, np.inf) if margins is None else margins
     layers = [''] * b if layers is None else layers
+    cosines = row_cosines(reference, exported)
     results = []
     for i in range(b):
         diff = float(np.abs(reference[i] - exported[i]).max())
-        norms = np.linalg.norm(reference[i]) * np.linalg.norm(exported[i])
-        cosine = float(reference[i] @ exported[i] / norms) if norms > 0 else 0.0
+        cosine = float(cosines[i])
         ok, flip = diff <= atol, None
         if not ok and margins[i] < flip_gap:
             flip = f'{layers[i]}: decision margin {margins[i]:.2e}'
