@@ -3,6 +3,7 @@
 A local HTTP server stands in for the network; torch.hub's cache is a temporary folder.
 """
 import functools
+import hashlib
 import http.server
 import os
 import subprocess
@@ -15,7 +16,8 @@ import torch
 from mmengine.runner.checkpoint import CheckpointLoader
 
 from projects.tempme.apis.inference import load_retriever_checkpoint
-from projects.tempme.checkpoint import CheckpointLoadError, safe_load_checkpoint
+from projects.tempme.checkpoint import (CheckpointLoadError, safe_checkpoint_loading,
+                                        safe_load_checkpoint, safe_load_url)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,10 +60,12 @@ def hub_dir(tmp_path, monkeypatch):
 
 def test_mmengine_url_loader_refuses_a_crafted_file(served, hub_dir):
     url, _, marker = served
-    with pytest.raises(CheckpointLoadError, match=r'evil.pth.*posix.mkdir'):
+    with safe_checkpoint_loading(), \
+            pytest.raises(CheckpointLoadError, match=r'evil.pth.*posix.mkdir'):
         CheckpointLoader.load_checkpoint(f'{url}/evil.pth')
     assert not marker.exists()
-    good = CheckpointLoader.load_checkpoint(f'{url}/good.pth')
+    with safe_checkpoint_loading():
+        good = CheckpointLoader.load_checkpoint(f'{url}/good.pth')
     assert torch.equal(good['state_dict']['w'], torch.ones(2))
     assert (hub_dir / 'checkpoints' / 'good.pth').is_file()  # torch.hub's cache
 
@@ -71,11 +75,27 @@ def test_crafted_file_already_in_the_cache_is_refused(served, hub_dir):
     (hub_dir / 'checkpoints').mkdir(parents=True)
     (hub_dir / 'checkpoints' / 'model.pth').write_bytes((folder / 'evil.pth').read_bytes())
     # nothing listens on port 9: the cached file is all there is
-    with pytest.raises(CheckpointLoadError, match='model.pth'):
+    with safe_checkpoint_loading(), pytest.raises(CheckpointLoadError, match='model.pth'):
         CheckpointLoader.load_checkpoint('http://127.0.0.1:9/model.pth')
     with pytest.raises(CheckpointLoadError, match='model.pth'):
         safe_load_checkpoint('https://example.invalid/model.pth')
     assert not marker.exists()
+
+
+def test_check_hash_refuses_a_file_whose_hash_differs(served, hub_dir):
+    url, folder, _ = served
+    data = (folder / 'good.pth').read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    (folder / f'good-{digest[:10]}.pth').write_bytes(data)
+    (folder / 'good-0123abcd.pth').write_bytes(data)
+    loaded = safe_load_url(f'{url}/good-{digest[:10]}.pth', check_hash=True)
+    assert torch.equal(loaded['state_dict']['w'], torch.ones(2))
+    with pytest.raises(CheckpointLoadError, match=r'good-0123abcd.pth.*does not match'):
+        safe_load_url(f'{url}/good-0123abcd.pth', check_hash=True)
+    with pytest.raises(CheckpointLoadError, match='carries no hash'):
+        safe_load_url(f'{url}/good.pth', check_hash=True)
+    # without check_hash the name is only a name
+    assert 'state_dict' in safe_load_url(f'{url}/good-0123abcd.pth')
 
 
 def test_unreachable_url_names_the_url(hub_dir):

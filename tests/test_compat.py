@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 import projects.tempme  # noqa: F401  (applies the fixes)
 from projects.tempme import checkpoint as ckpt
 from projects.tempme import compat
+from projects.tempme.engine import TempMeRunner
 
 # ---------------------------------------------------------------------------------------------
 # mmaction imports
@@ -41,12 +42,7 @@ def test_register_all_modules():
 
 
 def test_apply_fixes_is_idempotent():
-    assert compat.apply_fixes() == {
-        'drn': False,
-        'transformers_vindlu': [],
-        'safe_checkpoint_globals': False,
-        'safe_checkpoint_loader': False,
-    }
+    assert compat.apply_fixes() == {'drn': False, 'transformers_vindlu': []}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -65,13 +61,14 @@ def test_drn_stand_in_raises_a_clear_error():
 
 
 def _fake_mmaction(root, with_drn, imports_drn=True):
+    """An mmaction tree laid out as a source checkout: ``drn/`` has no ``__init__.py``."""
     localizers = root / 'models' / 'localizers'
     localizers.mkdir(parents=True)
     line = 'from .drn.drn import DRN\n' if imports_drn else 'from .bmn import BMN\n'
     (localizers / '__init__.py').write_text(line)
     if with_drn:
         (localizers / 'drn').mkdir()
-        (localizers / 'drn' / '__init__.py').write_text('')
+        (localizers / 'drn' / 'drn.py').write_text('')
     return str(root)
 
 
@@ -83,6 +80,20 @@ def test_drn_detection(tmp_path):
     assert not compat._upstream_drn_missing([])
     # The installed wheel has the problem this fix exists for.
     assert compat._upstream_drn_missing(compat._mmaction_dirs())
+
+
+def test_drn_detection_in_a_source_checkout_imports_nothing(tmp_path, monkeypatch):
+    """In an mmaction2 checkout ``drn/`` is a folder without ``__init__.py``: asking the import
+    system about it needed ``mmaction.models.localizers`` imported (a KeyError otherwise)."""
+    root = tmp_path / 'checkout'
+    _fake_mmaction(root / 'mmaction', with_drn=True)
+    (root / 'mmaction' / '__init__.py').write_text('')
+    monkeypatch.syspath_prepend(str(root))
+    for name in [n for n in sys.modules if n == 'mmaction' or n.startswith('mmaction.')]:
+        monkeypatch.delitem(sys.modules, name)
+    assert compat._mmaction_dirs() == [str(root / 'mmaction')]
+    assert not compat._upstream_drn_missing(compat._mmaction_dirs())
+    assert 'mmaction.models' not in sys.modules
 
 
 @pytest.fixture
@@ -204,8 +215,8 @@ class ToyDataset(Dataset):
         return dict(inputs=torch.full((2, ), float(i)), labels=torch.tensor(float(i)))
 
 
-def _toy_runner(work_dir, name, max_iters, **kwargs):
-    return Runner(
+def _toy_runner(work_dir, name, max_iters, runner=Runner, **kwargs):
+    return runner(
         model=ToyModel(),
         work_dir=str(work_dir),
         experiment_name=name,
@@ -236,41 +247,43 @@ def runner_checkpoint(tmp_path_factory):
     return work_dir / 'iter_2.pth'
 
 
-@pytest.fixture
-def without_project_globals():
-    """Run a test with SAFE_CHECKPOINT_GLOBALS unregistered; restore the registry afterwards."""
-    serialization = torch.serialization
-    add, clear = serialization.add_safe_globals, serialization.clear_safe_globals
-    saved = serialization.get_safe_globals()
-    clear()
-    add([g for g in saved if g not in ckpt.SAFE_CHECKPOINT_GLOBALS])
-    yield
-    clear()
-    add(saved)
-
-
-def test_runner_checkpoint_needs_the_allow_list(runner_checkpoint, without_project_globals):
+def test_runner_checkpoint_needs_the_allow_list(runner_checkpoint):
     unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(runner_checkpoint))
     assert 'mmengine.logging.history_buffer.HistoryBuffer' in unsafe
+    # Importing the plugin registered nothing: torch's default load still refuses it.
     with pytest.raises(pickle.UnpicklingError, match='HistoryBuffer'):
         torch.load(runner_checkpoint)
 
 
-def test_runner_resumes_under_default_weights_only_load(runner_checkpoint, tmp_path):
-    checkpoint = torch.load(runner_checkpoint)  # torch's default: weights_only=True
-    assert len(checkpoint['message_hub']['log_scalars']['train/loss']._log_history) == 2
-    assert set(load_checkpoint(ToyModel(), str(runner_checkpoint))) >= {'meta', 'state_dict'}
+def test_tempme_runner_resumes_where_mmengine_runner_cannot(runner_checkpoint, tmp_path):
+    with pytest.raises(pickle.UnpicklingError, match='HistoryBuffer'):
+        _toy_runner(tmp_path / 'plain', 'compat_plain', max_iters=3,
+                    load_from=str(runner_checkpoint), resume=True).train()
 
-    runner = _toy_runner(tmp_path, f'compat_resume_{tmp_path.name}', max_iters=3,
-                         load_from=str(runner_checkpoint), resume=True)
+    runner = _toy_runner(tmp_path / 'tempme', f'compat_resume_{tmp_path.name}', max_iters=3,
+                         load_from=str(runner_checkpoint), resume=True, runner=TempMeRunner)
     runner.train()
     assert runner.iter == 3
     # Two losses restored from the checkpoint's message hub plus the one just logged.
     assert len(runner.message_hub.get_scalar('train/loss').data[0]) == 3
+    # The run is over: mmengine's own loaders are back.
+    with pytest.raises(pickle.UnpicklingError, match='HistoryBuffer'):
+        load_checkpoint(ToyModel(), str(runner_checkpoint))
 
 
-def test_safe_load_checkpoint_without_global_registration(runner_checkpoint,
-                                                          without_project_globals):
+def test_safe_checkpoint_loading_is_scoped(runner_checkpoint):
+    from mmengine.runner import checkpoint as mm_checkpoint
+    before = (mm_checkpoint.CheckpointLoader._schemes[''], mm_checkpoint.load_url)
+    with ckpt.safe_checkpoint_loading():
+        with ckpt.safe_checkpoint_loading():  # nested: the outer block's loaders come back
+            pass
+        loaded = load_checkpoint(ToyModel(), str(runner_checkpoint))
+        assert set(loaded) >= {'meta', 'state_dict'}
+        assert mm_checkpoint.load_url is ckpt.safe_load_url
+    assert (mm_checkpoint.CheckpointLoader._schemes[''], mm_checkpoint.load_url) == before
+
+
+def test_safe_load_checkpoint_leaves_the_global_allow_list(runner_checkpoint):
     before = torch.serialization.get_safe_globals()
     checkpoint = ckpt.safe_load_checkpoint(runner_checkpoint)
     assert checkpoint['meta']['iter'] == 2
@@ -278,13 +291,7 @@ def test_safe_load_checkpoint_without_global_registration(runner_checkpoint,
     assert checkpoint['message_hub']['log_scalars']['train/loss'].mean() > 0
     assert sorted(map(repr, torch.serialization.get_safe_globals())) == sorted(
         map(repr, before))
-
-
-def test_safe_load_checkpoint_keeps_global_registration(runner_checkpoint):
-    assert HistoryBuffer in torch.serialization.get_safe_globals()
-    ckpt.safe_load_checkpoint(runner_checkpoint)
-    registered = torch.serialization.get_safe_globals()
-    assert all(entry in registered for entry in ckpt.SAFE_CHECKPOINT_GLOBALS)
+    assert HistoryBuffer not in torch.serialization.get_safe_globals()
 
 
 def test_safe_load_checkpoint_reads_numpy1_names(tmp_path):
@@ -322,8 +329,9 @@ def test_malicious_checkpoint_is_refused(tmp_path):
     path = tmp_path / 'evil.pth'
     torch.save({'state_dict': {}, 'meta': _WriteMarker(marker)}, path)
 
-    with pytest.raises(ckpt.CheckpointLoadError, match='evil.pth'):
+    with pytest.raises(ckpt.UnsafeCheckpointError, match='evil.pth') as refused:
         ckpt.safe_load_checkpoint(path)
+    assert isinstance(refused.value, pickle.UnpicklingError)
     assert not marker.exists()
     with pytest.raises(pickle.UnpicklingError):
         torch.load(path)
@@ -345,33 +353,9 @@ def test_getattr_stand_in_only_reaches_statistics(tmp_path):
 
 
 def test_safe_load_checkpoint_names_missing_file(tmp_path):
-    with pytest.raises(ckpt.CheckpointLoadError, match='missing.pth'):
+    with pytest.raises(FileNotFoundError, match='missing.pth') as missing:
         ckpt.safe_load_checkpoint(tmp_path / 'missing.pth')
-
-
-def test_weights_only_probe(monkeypatch):
-    assert compat._torch_load_defaults_to_weights_only() is True
-    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
-    assert compat._torch_load_defaults_to_weights_only() is False
-
-
-def test_registration_adds_the_allow_list(without_project_globals):
-    assert compat.register_safe_checkpoint_globals() is True
-    registered = torch.serialization.get_safe_globals()
-    assert all(entry in registered for entry in ckpt.SAFE_CHECKPOINT_GLOBALS)
-    assert compat.register_safe_checkpoint_globals() is False
-
-
-def test_registration_skipped_when_load_is_unrestricted(monkeypatch, without_project_globals):
-    monkeypatch.setattr(compat, '_torch_load_defaults_to_weights_only', lambda: False)
-    assert compat.register_safe_checkpoint_globals() is False
-    assert HistoryBuffer not in torch.serialization.get_safe_globals()
-
-
-def test_registration_skipped_on_torch_without_allow_lists(monkeypatch, without_project_globals):
-    monkeypatch.delattr(torch.serialization, 'add_safe_globals')
-    assert compat.register_safe_checkpoint_globals() is False
-    assert HistoryBuffer not in torch.serialization.get_safe_globals()
+    assert isinstance(missing.value, ckpt.CheckpointLoadError)
 
 
 def test_allow_list_is_explicit():

@@ -21,7 +21,7 @@ from mmengine.config import Config
 from projects.tempme.datasets import load_video_captions
 from projects.tempme.merging import MergeSchedule
 from projects.tempme.models import TempMeRetriever
-from tools.data import conversion as at
+from projects.tempme_data import conversion as at
 from tools.data.activitynet import convert_annotations as activitynet
 from tools.data.didemo import convert_annotations as didemo
 from tools.data.lsmdc import convert_annotations as lsmdc
@@ -598,7 +598,8 @@ def test_readme_exists_and_names_every_converter():
 def test_data_tools_import_without_the_training_stack():
     """Converters and the generator answer --help at once: importing them loads neither
     torch nor mmengine (the training stack takes seconds to import)."""
-    modules = ['tools.data.conversion', 'tools.data.synthetic', 'tools.data.make_synthetic'] + [
+    modules = ['projects.tempme_data.conversion', 'projects.tempme_data.synthetic',
+               'tools.data.make_synthetic'] + [
         f'tools.data.{name}.convert_annotations'
         for name in ('msrvtt', 'msvd', 'lsmdc', 'didemo', 'activitynet')]
     code = ('import importlib, sys\n'

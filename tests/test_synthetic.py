@@ -8,8 +8,8 @@ import decord
 import numpy as np
 import pytest
 
+from projects.tempme_data import synthetic as syn
 from tools.data import make_synthetic as cli
-from tools.data import synthetic as syn
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,6 +18,7 @@ import sys
 import torch
 
 from projects.tempme.checkpoint import safe_load_checkpoint
+from projects.tempme.known_warnings import ignore_known_warnings
 from projects.tempme.models import TempMeRetriever
 from projects.tempme.reference import (convert_reference_state_dict, geometry_from_state_dict,
                                        reference_model_config)
@@ -91,4 +92,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    with ignore_known_warnings():
+        sys.exit(main())

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from projects.tempme.apis.inference import (LoadedRetriever, VideoReader, check_frames, describe,
                                             encode_texts, encode_videos, init_retriever)
 from projects.tempme.config_checks import check_data_fits_model
+from projects.tempme.known_warnings import ignore_known_warnings
 from projects.tempme_deploy.onnx_retriever import ExportFormatError, OnnxRetriever
 from projects.tempme_deploy.search import (FileStat, IndexBusyError, IndexModelMismatch, VideoIndex,
                                            plan_update, scan_videos)
@@ -343,8 +344,9 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except (IndexModelMismatch, IndexBusyError, FileNotFoundError, NotADirectoryError,
-            ExportFormatError, ValueError, OSError) as err:
-        sys.exit(f'error: {err}')
+    with ignore_known_warnings():
+        try:
+            main()
+        except (IndexModelMismatch, IndexBusyError, FileNotFoundError, NotADirectoryError,
+                ExportFormatError, ValueError, OSError) as err:
+            sys.exit(f'error: {err}')

@@ -11,11 +11,11 @@ import os.path as osp
 
 from mmengine.config import Config, DictAction
 from mmengine.dist import is_main_process
-from mmengine.runner import Runner
 
 import projects.tempme  # noqa: F401  (compatibility fixes + registration)
 from projects.tempme.config_checks import check_data_fits_model
-from projects.tempme.engine.runtime import adapt_to_device
+from projects.tempme.engine.runtime import build_runner
+from projects.tempme.known_warnings import ignore_known_warnings
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -49,7 +49,7 @@ def main(argv=None) -> dict:
     if args.out:
         cfg.test_evaluator.out_file = args.out
     check_data_fits_model(cfg)
-    runner = Runner.from_cfg(adapt_to_device(cfg))
+    runner = build_runner(cfg)
     metrics = runner.test()
     for what, path in (('metrics', args.out), ('similarity matrix', args.dump)):
         if path and is_main_process():
@@ -58,4 +58,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-    main()
+    with ignore_known_warnings():
+        main()

@@ -11,11 +11,11 @@ import os.path as osp
 
 import torch
 from mmengine.config import Config, DictAction
-from mmengine.runner import Runner
 
 import projects.tempme  # noqa: F401  (compatibility fixes + registration)
 from projects.tempme.config_checks import check_data_fits_model
-from projects.tempme.engine.runtime import adapt_to_device
+from projects.tempme.engine.runtime import build_runner
+from projects.tempme.known_warnings import ignore_known_warnings
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -71,9 +71,10 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     cfg = merge_args(Config.fromfile(args.config), args)
     check_data_fits_model(cfg)
-    runner = Runner.from_cfg(adapt_to_device(cfg))
+    runner = build_runner(cfg)
     runner.train()
 
 
 if __name__ == '__main__':
-    main()
+    with ignore_known_warnings():
+        main()

@@ -1,6 +1,9 @@
 # Runtime shared by every config: registries, hooks, logging, distributed backend.
 default_scope = 'mmaction'
 custom_imports = dict(imports=['projects.tempme'], allow_failed_imports=False)
+# mmengine's Runner that loads every checkpoint with weights_only=True and the project's
+# allow-list (load_from, resume, init_cfg); any tool that honours runner_type uses it.
+runner_type = 'mmaction.TempMeRunner'
 
 default_hooks = dict(
     runtime_info=dict(type='RuntimeInfoHook'),

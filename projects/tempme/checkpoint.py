@@ -3,17 +3,22 @@
 Every checkpoint this project opens (``load_from``, ``--resume``, ``tools/test.py``, the
 search and visualisation tools, converters), local or ``http(s)://``, is loaded by
 :func:`safe_load_checkpoint`: ``torch.load(weights_only=True)`` with an explicit allow-list
-of the few non-tensor types mmengine checkpoints hold (:data:`SAFE_CHECKPOINT_GLOBALS`).
+of the few non-tensor types mmengine checkpoints hold (:data:`SAFE_CHECKPOINT_GLOBALS`),
+passed to torch for that one call only. mmengine's own loaders take this path inside
+:func:`safe_checkpoint_loading`, which this project's runner and tools enter; code outside
+the block (another project in the same process) keeps mmengine's and torch's behaviour.
 Whether a checkpoint fits a model is decided by :func:`compare_state_dicts` and reported by
 :func:`format_mismatch`; adapter-only (PEFT) checkpoints are completed with the model's
 own frozen weights by :func:`fill_adapter_state`.
 """
+import contextlib
+import hashlib
 import os
 import pickle
 import re
 import types
 import urllib.parse
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -21,8 +26,9 @@ from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.model import is_model_wrapper
 
 __all__ = [
-    'SAFE_CHECKPOINT_GLOBALS', 'CheckpointLoadError', 'StateDictMismatch', 'compare_state_dicts',
-    'download_checkpoint', 'fill_adapter_state', 'format_mismatch', 'safe_load_checkpoint',
+    'SAFE_CHECKPOINT_GLOBALS', 'CheckpointLoadError', 'CheckpointNotFoundError',
+    'StateDictMismatch', 'UnsafeCheckpointError', 'compare_state_dicts', 'download_checkpoint',
+    'fill_adapter_state', 'format_mismatch', 'safe_checkpoint_loading', 'safe_load_checkpoint',
     'safe_load_url', 'state_dict_of', 'strip_ddp_prefix', 'unwrap_model'
 ]
 
@@ -86,6 +92,15 @@ class CheckpointLoadError(RuntimeError):
     """A checkpoint could not be loaded with ``weights_only=True``."""
 
 
+class CheckpointNotFoundError(CheckpointLoadError, FileNotFoundError):
+    """No checkpoint at the path: a ``FileNotFoundError``, as mmengine and torch raise."""
+
+
+class UnsafeCheckpointError(CheckpointLoadError, pickle.UnpicklingError):
+    """The checkpoint asks for code outside the allow-list: an ``UnpicklingError``, as
+    ``torch.load(weights_only=True)`` raises."""
+
+
 def _refused_globals(path: Union[str, os.PathLike]) -> List[str]:
     """Globals a checkpoint would import that the allow-list does not contain."""
     try:
@@ -100,12 +115,35 @@ def _refused_globals(path: Union[str, os.PathLike]) -> List[str]:
 _URL_SCHEMES = ('http://', 'https://')
 
 
+# torch.hub's convention: ``name-<sha256 prefix>.ext`` (at least 8 hex digits)
+_HASH_IN_NAME = re.compile(r'-([a-f0-9]{8,})\.')
+
+
+def _check_hash_prefix(path: str, url: str) -> None:
+    """Refuse ``path`` unless its SHA-256 starts with the prefix in its file name."""
+    match = _HASH_IN_NAME.search(os.path.basename(path))
+    if match is None:
+        raise CheckpointLoadError(
+            f'check_hash is set but the file name of {url!r} carries no hash '
+            '(torch.hub convention: name-<sha256 prefix>.pth)')
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    if not digest.hexdigest().startswith(match.group(1)):
+        raise CheckpointLoadError(
+            f'checkpoint {path!r} (from {url!r}) does not match the hash in its name: '
+            f'sha256 {digest.hexdigest()[:len(match.group(1))]} != {match.group(1)}')
+
+
 def download_checkpoint(url: str, model_dir: Optional[str] = None, progress: bool = True,
-                        file_name: Optional[str] = None) -> str:
+                        file_name: Optional[str] = None, check_hash: bool = False) -> str:
     """The local copy of a checkpoint URL, downloaded once into torch.hub's cache.
 
     The same cache as ``torch.hub.load_state_dict_from_url`` (``<hub dir>/checkpoints``);
-    the download goes to a temporary file that is renamed when complete.
+    the download goes to a temporary file that is renamed when complete. ``check_hash``
+    verifies the SHA-256 prefix in the file name (torch.hub's convention), of a cached
+    copy too.
     """
     name = file_name or os.path.basename(urllib.parse.urlparse(url).path)
     if not name:
@@ -119,6 +157,8 @@ def download_checkpoint(url: str, model_dir: Optional[str] = None, progress: boo
         except Exception as exc:
             raise CheckpointLoadError(f'cannot download checkpoint {url!r} to {cached!r}: '
                                       f'{exc}') from exc
+    if check_hash:
+        _check_hash_prefix(cached, url)
     return cached
 
 
@@ -132,9 +172,10 @@ def safe_load_url(url: str, model_dir: Optional[str] = None, map_location: Any =
     ``openmmlab://`` checkpoints) does not tell it; a cached or downloaded file could run
     code. ``weights_only`` is accepted for the signature and always true here.
     """
-    del check_hash, weights_only
-    return safe_load_checkpoint(download_checkpoint(url, model_dir, progress, file_name),
-                                map_location=map_location)
+    del weights_only
+    return safe_load_checkpoint(
+        download_checkpoint(url, model_dir, progress, file_name, check_hash),
+        map_location=map_location)
 
 
 def safe_load_checkpoint(path: Union[str, os.PathLike],
@@ -142,9 +183,10 @@ def safe_load_checkpoint(path: Union[str, os.PathLike],
     """Load a checkpoint with ``weights_only=True`` and :data:`SAFE_CHECKPOINT_GLOBALS`.
 
     ``path`` may be an ``http(s)://`` URL: it is downloaded into torch.hub's cache first.
-    Works whether or not the allow-list is registered globally, and leaves the global
-    registration as it was. Raises :class:`CheckpointLoadError` naming the file when torch
-    refuses or cannot read it, and the code a refused file asked to run.
+    The allow-list is given to torch for this call only; what is registered globally is left
+    as it was. Raises :class:`CheckpointNotFoundError` for a missing file,
+    :class:`UnsafeCheckpointError` naming the file and the code it asked to run when torch
+    refuses it, and :class:`CheckpointLoadError` when it cannot be read.
     """
     if isinstance(path, str) and path.startswith(_URL_SCHEMES):
         path = download_checkpoint(path)
@@ -154,7 +196,7 @@ def safe_load_checkpoint(path: Union[str, os.PathLike],
             f'cannot load {os.fspath(path)!r} safely: torch {torch.__version__} has no '
             'torch.serialization.safe_globals (needs torch >= 2.5)')
     if not os.path.isfile(path):
-        raise CheckpointLoadError(f'checkpoint not found: {os.fspath(path)!r}')
+        raise CheckpointNotFoundError(f'checkpoint not found: {os.fspath(path)!r}')
     registered = serialization.get_safe_globals()
     # safe_globals removes on exit what it was given, so pass only what is not yet registered.
     extra = [entry for entry in SAFE_CHECKPOINT_GLOBALS if entry not in registered]
@@ -166,13 +208,42 @@ def safe_load_checkpoint(path: Union[str, os.PathLike],
         why = (f'it asks to import {", ".join(refused)}, which no checkpoint of this project '
                'holds, so it may run code when unpickled and was not loaded. Never open a '
                'file you did not create with weights_only=False. ' if refused else '')
-        raise CheckpointLoadError(
+        raise UnsafeCheckpointError(
             f'refused to load checkpoint {os.fspath(path)!r} with weights_only=True: {why}'
             f'torch says: {exc}') from exc
     except Exception as exc:
         raise CheckpointLoadError(
             f'cannot load checkpoint {os.fspath(path)!r} with weights_only=True (is it '
             f'complete and a torch checkpoint?): {exc}') from exc
+
+
+def _load_local_checkpoint(filename: str, map_location: Any = None) -> Any:
+    """mmengine's loader for local paths, with :func:`safe_load_checkpoint`."""
+    return safe_load_checkpoint(os.path.expanduser(filename), map_location=map_location)
+
+
+@contextlib.contextmanager
+def safe_checkpoint_loading() -> Iterator[None]:
+    """Inside the block, mmengine loads every checkpoint with :func:`safe_load_checkpoint`.
+
+    mmengine 0.10.7 (``setup.cfg`` pins ``<0.11``) loads local files with a bare
+    ``torch.load`` (unrestricted unpickling on torch < 2.6; on later torch it refuses the
+    HistoryBuffer objects of its own checkpoints, so ``--resume`` fails) and URLs through
+    ``torch.hub``'s ``load_url``, which unpickles without restriction. ``load_from``,
+    ``--resume``, ``init_cfg`` and ``tools/test.py`` go through those loaders, so
+    :class:`~projects.tempme.engine.TempMeRunner` and this project's tools run inside this
+    block. mmengine's local loader and ``load_url`` are put back on exit.
+    """
+    from mmengine.runner import checkpoint as mm_checkpoint
+    loaders = mm_checkpoint.CheckpointLoader
+    previous_local, previous_url = loaders._schemes[''], mm_checkpoint.load_url
+    loaders.register_scheme(prefixes='', loader=_load_local_checkpoint, force=True)
+    mm_checkpoint.load_url = safe_load_url
+    try:
+        yield
+    finally:
+        loaders.register_scheme(prefixes='', loader=previous_local, force=True)
+        mm_checkpoint.load_url = previous_url
 
 
 # -- what a checkpoint holds, and whether it fits --------------------------------------------

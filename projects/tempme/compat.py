@@ -1,32 +1,28 @@
-"""Fixes for upstream breakages of the pinned dependency stack.
+"""Fixes for upstream breakages that keep ``import mmaction.models`` from working.
 
-The project runs on torch 2.14, mmengine 0.10.7, mmcv-lite 2.1.0, mmaction2 1.2.0 (PyPI) and
-transformers 5.x. On that stack ``import mmaction.models`` fails for three reasons and mmengine
-cannot resume its own checkpoints. Each fix below detects its problem, does nothing when the
-installed packages no longer have it, and is applied once when this module is imported
-(re-applying is harmless). Nothing in site-packages is modified.
+The project runs on torch 2.14, mmengine 0.10.7, mmcv-lite 2.1.0, mmaction2 1.2.0 and
+transformers 5.x. With mmaction2 from PyPI, ``import mmaction.models`` fails (a package
+missing from the wheel; helpers VindLU imports that transformers 5 removed). Each fix only
+adds what is missing, detects its problem without importing the broken code, and does
+nothing when the installed packages do not have the problem (a source checkout of mmaction2
+has the DRN package, so that fix skips itself there). Applied once when this module is
+imported (re-applying is harmless). Nothing in site-packages is modified, and nothing that exists is
+replaced: checkpoint loading and warning filters are not touched here (see
+:func:`projects.tempme.checkpoint.safe_checkpoint_loading`).
 """
 from __future__ import annotations
 
 import importlib
 import importlib.machinery
 import importlib.util
-import io
 import os
-import pickle
 import sys
 import types
-import warnings
 from typing import Any, Callable, Dict, Iterable, List, Tuple
 
 import torch
 
-from .checkpoint import SAFE_CHECKPOINT_GLOBALS, safe_load_checkpoint, safe_load_url
-
-__all__ = [
-    'MissingDRN', 'apply_fixes', 'fix_missing_drn', 'fix_transformers_for_vindlu',
-    'install_safe_checkpoint_loader', 'register_safe_checkpoint_globals'
-]
+__all__ = ['MissingDRN', 'apply_fixes', 'fix_missing_drn', 'fix_transformers_for_vindlu']
 
 
 def _module_available(name: str) -> bool:
@@ -71,9 +67,12 @@ class MissingDRN:
 
 
 def _upstream_drn_missing(mmaction_dirs: Iterable[str]) -> bool:
-    """Whether ``localizers/__init__.py`` imports ``.drn`` while the ``drn`` package is absent.
+    """Whether ``localizers/__init__.py`` imports ``.drn`` while ``drn/drn.py`` is absent.
 
-    Looks at files only: importing any part of ``mmaction.models`` would run the failing import.
+    Looks at files only: importing any part of ``mmaction.models`` would run the failing
+    import, and asking the import system about ``mmaction.models.localizers.drn`` needs its
+    parent packages imported (a source checkout's ``drn`` folder has no ``__init__.py``, so
+    it would be resolved as a namespace package through ``sys.modules``).
     """
     for root in mmaction_dirs:
         localizers = os.path.join(root, 'models', 'localizers')
@@ -83,8 +82,7 @@ def _upstream_drn_missing(mmaction_dirs: Iterable[str]) -> bool:
         with open(init_file, encoding='utf-8') as f:
             if '.drn' not in f.read():
                 return False
-        spec = importlib.machinery.PathFinder.find_spec(DRN_PACKAGE, [localizers])
-        return spec is None
+        return not os.path.isfile(os.path.join(localizers, 'drn', 'drn.py'))
     return False
 
 
@@ -184,87 +182,6 @@ def fix_transformers_for_vindlu() -> List[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# 3. torch >= 2.6: torch.load defaults to weights_only=True and refuses mmengine checkpoints.
-# ---------------------------------------------------------------------------------------------
-
-# The allow-list and the safe loader live in checkpoint.py; the functions below make torch
-# and mmengine use them.
-
-
-class _WeightsOnlyProbe:
-    """A class torch never allow-lists; loading one tells whether torch.load is restricted."""
-
-
-def _torch_load_defaults_to_weights_only() -> bool:
-    """Whether a plain ``torch.load(f)`` refuses arbitrary classes on this install.
-
-    Probes the behaviour instead of the version, so environment overrides such as
-    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` are respected.
-    """
-    buffer = io.BytesIO()
-    torch.save(_WeightsOnlyProbe(), buffer)
-    buffer.seek(0)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')  # torch warns about its environment overrides
-            torch.load(buffer)
-    except pickle.UnpicklingError:
-        return True
-    return False
-
-
-def register_safe_checkpoint_globals() -> bool:
-    """Allow-list :data:`SAFE_CHECKPOINT_GLOBALS` for every weights_only ``torch.load``.
-
-    Targets mmengine 0.10.7 on torch >= 2.6: ``mmengine.runner.load_checkpoint`` (used by
-    ``Runner.resume``) calls ``torch.load`` without ``weights_only``, which now means
-    ``weights_only=True``, and the checkpoint's message hub holds HistoryBuffer objects and
-    numpy arrays that torch refuses. Only those types are added; unpickling stays restricted.
-    Skipped when ``torch.load`` is not restricted by default. Returns True when entries were
-    added.
-    """
-    serialization = torch.serialization
-    if not hasattr(serialization, 'add_safe_globals'):
-        return False
-    if not _torch_load_defaults_to_weights_only():
-        return False
-    registered = serialization.get_safe_globals()
-    missing = [entry for entry in SAFE_CHECKPOINT_GLOBALS if entry not in registered]
-    if not missing:
-        return False
-    serialization.add_safe_globals(missing)
-    return True
-
-
-def _load_local_checkpoint(filename: str, map_location: Any = None) -> Any:
-    """mmengine's loader for local paths, always with ``weights_only=True``."""
-    return safe_load_checkpoint(os.path.expanduser(filename), map_location=map_location)
-
-
-def install_safe_checkpoint_loader() -> bool:
-    """Load every checkpoint mmengine opens through :func:`safe_load_checkpoint`.
-
-    Targets mmengine 0.10.7 (``setup.cfg`` pins ``<0.11``). Its local loader calls
-    ``torch.load`` without ``weights_only`` (unrestricted unpickling on torch < 2.6, and on
-    every torch a bare UnpicklingError without the file name), and its URL loaders call
-    ``torch.hub``'s ``load_url``, which unpickles without restriction. ``load_from``,
-    ``--resume`` and ``tools/test.py`` go through these loaders: the local one is replaced,
-    and the module's ``load_url`` becomes :func:`safe_load_url`. Returns True when
-    something was installed now.
-    """
-    from mmengine.runner import checkpoint
-    installed = False
-    if checkpoint.CheckpointLoader._schemes.get('') is not _load_local_checkpoint:
-        checkpoint.CheckpointLoader.register_scheme(
-            prefixes='', loader=_load_local_checkpoint, force=True)
-        installed = True
-    if checkpoint.load_url is not safe_load_url:
-        checkpoint.load_url = safe_load_url
-        installed = True
-    return installed
-
-
-# ---------------------------------------------------------------------------------------------
 
 
 def apply_fixes() -> Dict[str, Any]:
@@ -272,8 +189,6 @@ def apply_fixes() -> Dict[str, Any]:
     return {
         'drn': fix_missing_drn(),
         'transformers_vindlu': fix_transformers_for_vindlu(),
-        'safe_checkpoint_globals': register_safe_checkpoint_globals(),
-        'safe_checkpoint_loader': install_safe_checkpoint_loader(),
     }
 
 

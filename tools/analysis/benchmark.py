@@ -38,6 +38,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 
 import projects.tempme  # noqa: F401  (compatibility fixes + registration)
+from projects.tempme.known_warnings import ignore_known_warnings
 from projects.tempme.merging import MergeSchedule
 from projects.tempme.models import TempMeRetriever
 from projects.tempme.profiling import (interleaved_timings, median_ratio, peak_memory_bytes,
@@ -468,4 +469,5 @@ def _dump(report: dict, path: str) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    with ignore_known_warnings():
+        main()

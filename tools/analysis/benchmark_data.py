@@ -45,6 +45,7 @@ from PIL import Image
 
 import projects.tempme  # noqa: F401  (compatibility fixes + registration)
 from projects.tempme.datasets.frame_cache import cache_rule, update_cache
+from projects.tempme.known_warnings import ignore_known_warnings
 from projects.tempme_deploy.fileio import atomic_write
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -453,4 +454,5 @@ def main(argv: Optional[List[str]] = None) -> dict:
 
 
 if __name__ == '__main__':
-    main()
+    with ignore_known_warnings():
+        main()

@@ -43,6 +43,7 @@ from projects.tempme.apis.inference import caption_context_length, init_retrieve
 from projects.tempme.datasets.transforms import tokenize_captions
 from projects.tempme.deployment import (TextEmbedder, VideoEmbedder, deployable_model, export_onnx,
                                         quantize_export)
+from projects.tempme.known_warnings import ignore_known_warnings
 from projects.tempme.profiling import interleaved_timings, median_ratio, video_gmacs
 from projects.tempme_deploy.onnx_retriever import OnnxRetriever
 from projects.tempme_deploy.search import FileStat, VideoIndex
@@ -407,4 +408,5 @@ def main(argv: Optional[List[str]] = None) -> Dict:
 
 
 if __name__ == '__main__':
-    main()
+    with ignore_known_warnings():
+        main()

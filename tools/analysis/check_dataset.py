@@ -19,6 +19,7 @@ from mmengine.logging import MMLogger
 
 import projects.tempme  # noqa: F401  (compatibility fixes + registration)
 from projects.tempme.datasets import AnnotationError, VideoTextRetrievalDataset
+from projects.tempme.known_warnings import ignore_known_warnings
 
 SPLITS = ('train', 'val', 'test')
 
@@ -114,4 +115,5 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    with ignore_known_warnings():
+        sys.exit(main())

@@ -36,6 +36,7 @@ import projects.tempme  # noqa: F401  (compatibility fixes + registration)
 from projects.tempme.apis.inference import TEXT_TRANSFORMS
 from projects.tempme.config_checks import model_input_geometry
 from projects.tempme.datasets import data_prefix_folder
+from projects.tempme.known_warnings import ignore_known_warnings
 from projects.tempme_deploy.search import VIDEO_EXTENSIONS
 
 #: Steps left out of the training pipeline for the comparison: they draw at random.
@@ -229,4 +230,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    with ignore_known_warnings():
+        sys.exit(main())

@@ -14,6 +14,7 @@ from typing import Dict, List
 
 import torch
 
+from projects.tempme.known_warnings import ignore_known_warnings
 from projects.tempme.models import TempMeRetriever
 from projects.tempme.reference import convert_reference_state_dict, reference_model_config
 
@@ -65,4 +66,5 @@ def main() -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    with ignore_known_warnings():
+        sys.exit(main())

@@ -201,9 +201,11 @@ def visualize(config: str, video: str, out: str, checkpoint: Optional[str] = Non
     """Draw the merge grid of ``video`` into ``out``; returns labels, layout and counts."""
     from projects.tempme.apis.inference import (VideoReader, check_frames, init_retriever,
                                                 preprocess_videos)
+    from projects.tempme.known_warnings import ignore_known_warnings
     from projects.tempme.profiling import count_gmacs
 
-    loaded = init_retriever(config, checkpoint, device=device, cfg_options=cfg_options)
+    with ignore_known_warnings():
+        loaded = init_retriever(config, checkpoint, device=device, cfg_options=cfg_options)
     frames = VideoReader(loaded.cfg)(video)
     check_frames(loaded.encoder.input_shape, frames, video)
     encoder = loaded.encoder

@@ -27,6 +27,7 @@ import projects.tempme  # noqa: F401  (registration)
 from projects.tempme.datasets import data_prefix_folder, load_video_captions
 from projects.tempme.datasets.frame_cache import LoadCachedFrames, check_cached_resize, update_cache
 from projects.tempme.datasets.video_check import resolve_video_path
+from projects.tempme.known_warnings import ignore_known_warnings
 
 SPLITS = ('train', 'val', 'test')
 
@@ -100,4 +101,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    with ignore_known_warnings():
+        sys.exit(main())

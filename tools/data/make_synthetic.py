@@ -7,7 +7,7 @@ An output directory whose meta.json records the same arguments is reused as is.
 
     python tools/data/make_synthetic.py --out data/synthetic --seed 0
 
-The scene logic lives in :mod:`tools.data.synthetic` (numpy and OpenCV only), so
+The scene logic lives in :mod:`projects.tempme_data.synthetic` (numpy and OpenCV only), so
 generating data does not import the training stack.
 """
 import argparse
@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from tools.data import synthetic
+from projects.tempme_data import synthetic
 
 SPLITS = ('train', 'val', 'test')
 VIDEO_DIR = 'videos'

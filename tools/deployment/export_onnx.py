@@ -20,6 +20,7 @@ from mmengine.config import DictAction
 from projects.tempme.apis.inference import init_retriever
 from projects.tempme.config_checks import check_data_fits_model
 from projects.tempme.deployment import ExportParityError, export_onnx
+from projects.tempme.known_warnings import ignore_known_warnings
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -63,9 +64,10 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except ExportParityError as err:
-        sys.exit(f'error: {err}')
-    except (FileNotFoundError, KeyError, ValueError) as err:
-        sys.exit(f'error: {err}')
+    with ignore_known_warnings():
+        try:
+            main()
+        except ExportParityError as err:
+            sys.exit(f'error: {err}')
+        except (FileNotFoundError, KeyError, ValueError) as err:
+            sys.exit(f'error: {err}')

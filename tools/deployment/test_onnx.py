@@ -31,6 +31,7 @@ from projects.tempme.apis.inference import VideoReader
 from projects.tempme.deployment.parity import row_cosines
 from projects.tempme.evaluation.ranking import retrieval_metrics
 from projects.tempme.evaluation.retrieval_metric import format_metrics
+from projects.tempme.known_warnings import ignore_known_warnings
 from projects.tempme_deploy.fileio import atomic_write
 from projects.tempme_deploy.onnx_retriever import OnnxRetriever
 
@@ -116,7 +117,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict]:
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except (FileNotFoundError, KeyError, ValueError) as err:
-        sys.exit(f'error: {err}')
+    with ignore_known_warnings():
+        try:
+            main()
+        except (FileNotFoundError, KeyError, ValueError) as err:
+            sys.exit(f'error: {err}')

@@ -1,4 +1,4 @@
-"""Runner settings that let the same configs run distributed on CPU-only machines.
+"""Building the runner, with settings that let configs run distributed on CPU-only machines.
 
 mmengine 0.10.7 assumes CUDA under a distributed launcher: ``init_dist`` calls
 ``torch.cuda.set_device`` and the DDP wrapper gets ``device_ids=[LOCAL_RANK]``. Without
@@ -8,6 +8,8 @@ with ``device_ids=None``, as DDP requires for CPU modules.
 import torch
 import torch.distributed as dist
 from mmengine.config import Config
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
 
 
 def adapt_to_device(cfg: Config) -> Config:
@@ -21,3 +23,9 @@ def adapt_to_device(cfg: Config) -> Config:
     if cfg.launcher == 'pytorch' and not dist.is_initialized():
         dist.init_process_group(backend='gloo')
     return cfg
+
+
+def build_runner(cfg: Config) -> Runner:
+    """The config's runner (``runner_type``, as mmaction2's tools build it) on this device."""
+    cfg = adapt_to_device(cfg)
+    return RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)

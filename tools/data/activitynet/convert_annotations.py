@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from tools.data import conversion
+from projects.tempme_data import conversion
 
 SPLITS = {'activitynet_train.json': 'train.json', 'activitynet_val1.json': 'val_1.json'}
 

@@ -18,7 +18,7 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from tools.data import conversion
+from projects.tempme_data import conversion
 
 SPLITS = {'didemo_train.json': 'train_data.json', 'didemo_val.json': 'val_data.json',
           'didemo_test.json': 'test_data.json'}

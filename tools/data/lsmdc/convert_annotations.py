@@ -15,7 +15,7 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from tools.data import conversion
+from projects.tempme_data import conversion
 
 SPLITS = {'lsmdc_train.json': 'LSMDC16_annos_training.csv',
           'lsmdc_val.json': 'LSMDC16_annos_val.csv',

@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from tools.data import conversion
+from projects.tempme_data import conversion
 
 TRAIN_SPLITS = {'msrvtt_train_9k.json': 'MSRVTT_train.9k.csv',
                 'msrvtt_train_7k.json': 'MSRVTT_train.7k.csv'}

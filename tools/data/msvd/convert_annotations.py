@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from tools.data import conversion
+from projects.tempme_data import conversion
 
 CAPTIONS = 'raw-captions.pkl'
 SPLITS = {'msvd_train.json': 'train_list.txt', 'msvd_val.json': 'val_list.txt',

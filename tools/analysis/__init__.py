@@ -1,1 +1,0 @@
-"""Benchmarks and checks of configs, data pipelines, checkpoints and merging."""

@@ -1,1 +1,0 @@
-"""The activitynet annotation converter (see tools/data/README.md)."""

@@ -1,1 +1,0 @@
-"""The didemo annotation converter (see tools/data/README.md)."""

@@ -1,1 +1,0 @@
-"""The lsmdc annotation converter (see tools/data/README.md)."""

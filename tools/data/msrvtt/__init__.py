@@ -1,1 +1,0 @@
-"""The msrvtt annotation converter (see tools/data/README.md)."""

@@ -1,1 +1,0 @@
-"""The msvd annotation converter (see tools/data/README.md)."""
