@@ -296,7 +296,7 @@ def test_code_executing_checkpoint_is_refused_by_test_and_resume(data_root, tmp_
                  ['tools/train.py', CONFIG, '--resume', str(evil), '--work-dir',
                   str(tmp_path / 'train')]):
         output = _run_failing([sys.executable, *args, *options])
-        assert 'CheckpointLoadError: refused to load checkpoint' in output
+        assert 'UnsafeCheckpointError: refused to load checkpoint' in output
         assert 'evil.pth' in output and 'builtins.exec' in output
         assert not marker.exists()
     assert not list((tmp_path / 'train').glob('*.pth'))
