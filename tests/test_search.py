@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from projects.tempme.apis.inference import describe, encode_texts, init_retriever
+from projects.tempme.file_configs import UnsafeFileConfigError
 from projects.tempme_deploy.search import (FileStat, IndexBusyError, IndexModelMismatch, VideoIndex,
                                            plan_update, scan_videos)
 from projects.tempme_deploy.search import store as store_module
@@ -241,6 +242,29 @@ def test_query_never_runs_the_config_named_in_the_index(tmp_path, built):
     with pytest.raises(ValueError, match='records no resolved config'):
         search_tool.query_index(str(built), 'a red circle')
     assert len(search_tool.query_index(str(built), 'a red circle', config=CONFIG)) == 3
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize('field', ['resolved_config', 'cfg_options'])
+def test_query_never_builds_a_type_named_in_the_index(tmp_path, built, field):
+    """A crafted manifest naming ``os.makedirs`` as the model: refused in one line, not run."""
+    marker = tmp_path / 'made'
+    manifest = json.loads((built / 'manifest.json').read_text())
+    if field == 'resolved_config':
+        manifest['model']['resolved_config']['model'] = dict(type='os.makedirs', name=str(marker))
+        config = []
+    else:
+        manifest['model']['cfg_options'] = {'model': dict(type='os.makedirs', name=str(marker))}
+        config = ['--config', CONFIG]
+    (built / 'manifest.json').write_text(json.dumps(manifest))
+    with pytest.raises(UnsafeFileConfigError,
+                       match=rf'manifest.json: model.{field}.model.type=.os.makedirs'):
+        search_tool.query_index(str(built), 'a red circle', config=CONFIG if config else None)
+    run = subprocess.run([sys.executable, 'tools/search.py', 'query', str(built), 'a red circle',
+                          *config], capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0 and 'Traceback' not in run.stderr
+    assert run.stderr.strip().startswith('error: ') and '\n' not in run.stderr.strip()
+    assert f'model.{field}.model.type' in run.stderr
     assert not marker.exists()
 
 

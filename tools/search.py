@@ -29,12 +29,15 @@ from mmengine.config import Config, DictAction
 from tqdm import tqdm
 
 from projects.tempme.apis.inference import (LoadedRetriever, VideoReader, check_frames, describe,
-                                            encode_texts, encode_videos, init_retriever)
+                                            encode_texts, encode_videos, export_video_reader,
+                                            init_retriever)
 from projects.tempme.config_checks import check_data_fits_model
+from projects.tempme.file_configs import checked_file_config
 from projects.tempme.known_warnings import ignore_known_warnings
 from projects.tempme_deploy.onnx_retriever import ExportFormatError, OnnxRetriever
 from projects.tempme_deploy.search import (FileStat, IndexBusyError, IndexModelMismatch, VideoIndex,
                                            plan_update, scan_videos)
+from projects.tempme_deploy.search.store import MANIFEST
 
 
 # -- index --------------------------------------------------------------------------------
@@ -66,7 +69,7 @@ def onnx_encoder(export_dir: str) -> IndexEncoder:
     """The video graph of an ONNX export; frames are read with the pipeline it records."""
     retriever = OnnxRetriever(export_dir)
     info = retriever.info
-    reader = VideoReader(Config(dict(test_pipeline=info['video_pipeline'])))
+    reader = export_video_reader(info, export_dir)
     model = dict(retriever.description(), cfg_options={},
                  weights=f'ONNX export {os.path.abspath(export_dir)} ({retriever.precision}) '
                  f'of {info["model"]["weights"]}', resolved_config=info['resolved_config'])
@@ -186,10 +189,15 @@ def load_index_model(index: VideoIndex, config: Optional[str] = None,
     someone else must not run code).
     """
     info = index.model
+    manifest = os.path.join(index.directory, MANIFEST)
     if config is not None:
-        source, options = config, info.get('cfg_options') or None
+        options = checked_file_config(info.get('cfg_options') or None, manifest,
+                                      'model.cfg_options', flat=True)
+        source = config
     elif isinstance(info.get('resolved_config'), dict):
-        source, options = Config(info['resolved_config']), None
+        source = Config(checked_file_config(info['resolved_config'], manifest,
+                                            'model.resolved_config'))
+        options = None
     else:
         raise ValueError(f'the index in {index.directory!r} records no resolved config (it was '
                          'built by an older version): pass --config with the config it was '

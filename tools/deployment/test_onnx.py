@@ -27,7 +27,7 @@ from mmengine.config import Config, DictAction
 from tqdm import tqdm
 
 import projects.tempme  # noqa: F401  (compatibility fixes + registration)
-from projects.tempme.apis.inference import VideoReader
+from projects.tempme.apis.inference import export_video_reader
 from projects.tempme.deployment.parity import row_cosines
 from projects.tempme.evaluation.ranking import retrieval_metrics
 from projects.tempme.evaluation.retrieval_metric import format_metrics
@@ -63,7 +63,7 @@ def evaluate(cfg: Config, exports: List[str], split: str = 'test', batch: int = 
     pipelines = {json.dumps(r.info['video_pipeline'], sort_keys=True) for r in retrievers}
     if len(pipelines) > 1:
         raise ValueError('the exports record different test pipelines; evaluate them apart')
-    reader = VideoReader(Config(dict(test_pipeline=retrievers[0].info['video_pipeline'])))
+    reader = export_video_reader(retrievers[0].info, exports[0])
     loader = cfg.get(f'{split}_dataloader') or {}
     if not loader.get('dataset'):
         raise KeyError(f'the config has no {split}_dataloader.dataset')

@@ -23,6 +23,7 @@ from ..checkpoint import (compare_state_dicts, fill_adapter_state, format_mismat
                           safe_load_checkpoint, state_dict_of, strip_ddp_prefix)
 from ..config_checks import check_data_fits_model
 from ..datasets.transforms import tokenize_captions
+from ..file_configs import checked_file_config
 
 #: Pipeline steps that prepare captions or pack training samples, not frames.
 TEXT_TRANSFORMS = ('OpenCLIPTokenize', 'PackVideoTextInputs', 'CLIPTokenize', 'PackActionInputs')
@@ -149,6 +150,15 @@ class VideoReader:
             raise ValueError(f'{path}: the pipeline gave frames of shape {frames.shape} '
                              f'({frames.dtype}), expected uint8 (T, H, W, 3)')
         return torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))
+
+
+def export_video_reader(info: Dict, export_dir: str) -> VideoReader:
+    """A reader for the pipeline an export folder records, each step checked as file data."""
+    source = os.path.join(export_dir, 'deploy.json')
+    pipeline = checked_file_config(info.get('video_pipeline'), source, 'video_pipeline')
+    if not isinstance(pipeline, list) or not pipeline:
+        raise ValueError(f'{source}: video_pipeline is not a list of pipeline steps')
+    return VideoReader(Config(dict(test_pipeline=pipeline)))
 
 
 def check_frames(expected: Sequence[int], frames: torch.Tensor, path: str) -> None:
