@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from mmengine.config import Config
 
 from projects.tempme.apis.inference import (VideoReader, describe, encode_texts, encode_videos,
                                             init_retriever, model_fingerprint)
@@ -316,6 +317,27 @@ def test_a_changed_export_file_is_refused_by_name(tiny_export, tmp_path):
         OnnxRetriever(str(tmp_path))
 
 
+def test_an_export_pipeline_naming_code_is_refused_before_reading_videos(tiny_export, tmp_path):
+    """deploy.json is data: a pipeline step naming ``os.makedirs`` is refused, never built."""
+    from tools.deployment import test_onnx
+    _, out, _ = tiny_export
+    crafted = tmp_path / 'crafted'
+    shutil.copytree(out, crafted)
+    marker = tmp_path / 'made'
+    info = json.loads((crafted / 'deploy.json').read_text())
+    info['video_pipeline'][0] = dict(type='os.makedirs', name=str(marker))
+    (crafted / 'deploy.json').write_text(json.dumps(info))
+    write_circle_video(tmp_path / 'videos' / 'red.mp4', (0, 0, 255))
+    expected = rf'{crafted}/deploy.json: video_pipeline.0.type=.os.makedirs'
+    with pytest.raises(ValueError, match=expected):
+        search_tool.build_index(str(tmp_path / 'videos'), str(tmp_path / 'index'),
+                                onnx=str(crafted), progress=False)
+    with pytest.raises(ValueError, match=expected):
+        test_onnx.evaluate(Config.fromfile(CONFIG), [str(crafted)])
+    assert not marker.exists()
+    assert not (tmp_path / 'index').exists()
+
+
 # -- search with ONNX Runtime -----------------------------------------------------------------
 @pytest.fixture(scope='module')
 def indexed(tmp_path_factory, tiny_export):
@@ -483,8 +505,6 @@ def test_service_reload_swaps_whole_indexes_only(server, indexed, tmp_path):
 
 def test_exports_are_evaluated_on_a_split_with_the_metric_of_the_test_tool(indexed, tiny_export,
                                                                            tmp_path):
-    from mmengine.config import Config
-
     from projects.tempme.evaluation.ranking import retrieval_metrics
     from tools.deployment import test_onnx
     root = indexed[0]

@@ -116,10 +116,11 @@ def build_index(video_dir: str, index_dir: str, config: Optional[str] = None,
     if (config is None) == (onnx is None):
         raise ValueError('give the model either as a config (--config) or as an ONNX export '
                          '(--onnx)')
+    # the model first: a config or export that cannot be used leaves the index folder as it was
+    encoder = onnx_encoder(onnx) if onnx else torch_encoder(config, checkpoint, cfg_options,
+                                                            device)
     with VideoIndex.lock(index_dir):
         current = scan_videos(video_dir)
-        encoder = onnx_encoder(onnx) if onnx else torch_encoder(config, checkpoint,
-                                                                cfg_options, device)
         return _update_index(video_dir, index_dir, current, encoder, batch_size, workers,
                              save_every, rebuild, progress)
 

@@ -5,8 +5,11 @@ A config states the clip length twice (the pipeline's sampler and the encoder's
 ``image_size``). Overriding one of them on the command line without the other used to
 surface as a tensor-shape error deep inside the first forward pass; this says which
 fields disagree before any data is read.
+
+The encoder is a retriever's ``model.video_encoder`` (CLIP in ``model.clip``) or a
+recognizer's ``model.backbone`` of type ``TempMeViT`` (CLIP in ``model.backbone.clip``).
 """
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple, Union
 
 #: Pipeline steps and the field that fixes the clip length / the output frame size.
 CLIP_LEN_STEPS = {'FpsGridSample': 'clip_len', 'UniformSample': 'clip_len',
@@ -18,13 +21,35 @@ class ConfigMismatchError(ValueError):
     """Two fields of a config that must agree do not."""
 
 
+def encoder_field(cfg: Any) -> str:
+    """Where the config's TempMe encoder is: ``'model.video_encoder'`` (a retriever) or
+    ``'model.backbone'`` (a recognizer whose backbone is ``TempMeViT``)."""
+    model = cfg.get('model') or {}
+    backbone = model.get('backbone')
+    if not model.get('video_encoder') and isinstance(backbone, dict) and \
+            _is_tempme_vit(backbone.get('type')):
+        return 'model.backbone'
+    return 'model.video_encoder'
+
+
+def _is_tempme_vit(kind: Any) -> bool:
+    """``'TempMeViT'``, a scoped name (``'mmaction.TempMeViT'``) or the class itself."""
+    name = kind.rsplit('.', 1)[-1] if isinstance(kind, str) else getattr(kind, '__name__', '')
+    return name == 'TempMeViT'
+
+
 def model_input_geometry(cfg: Any) -> Tuple[Optional[int], Optional[int]]:
     """``(num_frames, image_size)`` the config's video encoder takes (None if unknown)."""
     import open_clip
 
     model = cfg.get('model') or {}
-    frames = (model.get('video_encoder') or {}).get('num_frames')
-    clip = model.get('clip') or {}
+    if encoder_field(cfg) == 'model.backbone':
+        encoder = model['backbone']
+        clip = encoder.get('clip')
+    else:
+        encoder, clip = model.get('video_encoder') or {}, model.get('clip')
+    frames = encoder.get('num_frames')
+    clip = clip if isinstance(clip, dict) else {}
     arch = clip.get('arch')
     if isinstance(arch, str):
         arch = open_clip.get_model_config(arch)
@@ -41,9 +66,23 @@ def _steps(cfg: Any, split: str) -> List[dict]:
     return list((loader.get('dataset') or {}).get('pipeline') or [])
 
 
+def _fixed_resize_key(step: Any) -> Optional[str]:
+    """``'scale'`` for mmaction2's ``Resize`` to a fixed (w, h): with ``keep_ratio=False``
+    it sets the output size (the recognition pipelines' size after ``RandomResizedCrop``)."""
+    if isinstance(step, dict) and step.get('type') == 'Resize' and \
+            step.get('keep_ratio') is False and isinstance(step.get('scale'), (list, tuple)):
+        return 'scale'
+    return None
+
+
+def _sizes_of(value: Union[int, Tuple[int, int]]) -> Tuple[int, ...]:
+    return tuple(int(v) for v in value) if isinstance(value, (list, tuple)) else (int(value), )
+
+
 def check_data_fits_model(cfg: Any) -> None:
     """Raise :class:`ConfigMismatchError` when a pipeline cannot feed the encoder."""
     frames, size = model_input_geometry(cfg)
+    field = encoder_field(cfg)
     problems = []
     for split in ('train', 'val', 'test'):
         for i, step in enumerate(_steps(cfg, split)):
@@ -53,10 +92,10 @@ def check_data_fits_model(cfg: Any) -> None:
             if key and frames is not None and step.get(key) is not None and \
                     int(step[key]) != frames:
                 problems.append(f'{where}.{key}={step[key]} ({kind}) but '
-                                f'model.video_encoder.num_frames={frames}')
-            key = SIZE_STEPS.get(kind)
+                                f'{field}.num_frames={frames}')
+            key = SIZE_STEPS.get(kind) or _fixed_resize_key(step)
             if key and size is not None and step.get(key) is not None and \
-                    int(step[key]) != size:
+                    set(_sizes_of(step[key])) != {size}:
                 problems.append(f'{where}.{key}={step[key]} ({kind}) but the CLIP image size '
                                 f'is {size}')
     if problems:

@@ -5,6 +5,10 @@ blocks concatenate adjacent clips, merge tokens across them (by hidden states, w
 learned temporal embedding per clip) and again inside the new clip (by keys). What
 each block does is read from a :class:`~projects.tempme.merging.MergeSchedule`, so
 plain per-frame CLIP and ToMe-only are schedules of the same encoder.
+
+The same encoder serves as an mmaction2 recognition backbone: ``input_layout='NCTHW'``
+takes what ``FormatShape('NCTHW')`` and ``Recognizer3D`` feed, and ``output='mean'`` hands
+a classification head the (B, D) feature it expects.
 """
 from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -93,12 +97,25 @@ def _sizes(x: torch.Tensor, size: Optional[torch.Tensor]) -> torch.Tensor:
     return torch.ones_like(x[..., :1]) if size is None else size
 
 
+#: Input layouts :class:`TempMeViT` takes: the project's own (frames, then channels) and
+#: mmaction2's 3D-recognition one (``FormatShape('NCTHW')``).
+INPUT_LAYOUTS = ('NTCHW', 'NCTHW')
+#: What :class:`TempMeViT` returns: per-frame features or their mean over frames.
+OUTPUTS = ('frames', 'mean')
+
+
 @MODELS.register_module()
 class TempMeViT(nn.Module):
     """Video encoder: (B, T, 3, H, W) frames -> (B, T, embed) per-frame CLS features.
 
     The CLS token of every input frame survives all merges (CLS tokens are never
     merged), so the output keeps one feature per frame; a head pools them.
+
+    As the backbone of an mmaction2 ``Recognizer3D`` set ``input_layout='NCTHW'`` and
+    ``output='mean'``: the recognizer feeds (B, 3, T, H, W) and passes the backbone's
+    output straight to a head such as ``TimeSformerHead``, which takes (B, D) features,
+    as mmaction2's own ViT backbones give with mean pooling. Pooling here rather than in
+    a neck or head keeps every stock head usable as it is.
 
     Args:
         clip: an open_clip ``VisionTransformer`` (taken over, not copied), or a dict for
@@ -118,6 +135,12 @@ class TempMeViT(nn.Module):
             ``torch.compile`` arguments, e.g. ``dict(mode='max-autotune')``). The whole
             forward, matching and merging included, is one graph (tested with
             ``fullgraph=True``); parameter names and checkpoints are unchanged.
+        input_layout: ``'NTCHW'`` (B, T, 3, H, W), as the retrieval pipeline, the ONNX
+            export and search feed, or ``'NCTHW'`` (B, 3, T, H, W), as mmaction2's
+            ``FormatShape('NCTHW')`` and ``Recognizer3D`` feed.
+        output: ``'frames'``: (B, T, embed) per-frame features, for the retrieval heads;
+            ``'mean'``: (B, embed), their mean over frames (not L2-normalised: a linear
+            classifier learns its own scale), for mmaction2's classification heads.
     """
 
     def __init__(self, clip: Union[nn.Module, dict], num_frames: int = 12,
@@ -128,8 +151,16 @@ class TempMeViT(nn.Module):
                  imgme_r: Union[None, int, Sequence[int]] = None,
                  temporal_embedding: bool = True, prop_attn: bool = True,
                  temporal_init_std: float = 0.0,
-                 compile: Union[bool, dict] = False) -> None:
+                 compile: Union[bool, dict] = False, input_layout: str = 'NTCHW',
+                 output: str = 'frames') -> None:
         super().__init__()
+        if input_layout not in INPUT_LAYOUTS:
+            raise ValueError(f'input_layout must be one of {INPUT_LAYOUTS}, got '
+                             f'{input_layout!r}')
+        if output not in OUTPUTS:
+            raise ValueError(f'output must be one of {OUTPUTS}, got {output!r}')
+        self.input_layout = input_layout
+        self.output = output
         if isinstance(clip, dict):
             from .clip_loading import build_open_clip
             clip = build_open_clip(**clip).visual
@@ -166,8 +197,9 @@ class TempMeViT(nn.Module):
 
     @property
     def input_shape(self) -> Tuple[int, int, int, int]:
-        """(T, 3, H, W) of one video, for tools that make or check inputs."""
-        return (self.num_frames, 3) + tuple(self.frame_size)
+        """One video's shape in :attr:`input_layout` ((T, 3, H, W) for the default
+        ``'NTCHW'``), for tools that make or check inputs."""
+        return _per_video_shape(self.input_layout, self.num_frames, self.frame_size)
 
     def embed_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) -> (N, 1 + patches, C) tokens after ``ln_pre``."""
@@ -177,29 +209,65 @@ class TempMeViT(nn.Module):
         return self.ln_pre(x)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
-        return self._encode(video, track_source=False)[0]
+        return self._pool(self._encode(self._to_ntchw(video), track_source=False)[0])
 
     def forward_with_source(self, video: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Features as :meth:`forward`, and where each input token of each frame ended up.
 
-        Returns ``(features, source)``: ``source`` is (B, T, tokens_per_frame) long, the
-        index of the output token (numbered over the video, clip by clip, as
-        ``c * tokens_per_clip + t``) that input token ``j`` of frame ``f`` was merged
-        into; index 0 of every frame is its CLS token. Costs one (T * tokens)-wide
-        map per token, so it is kept out of :meth:`forward`.
+        Returns ``(features, source)``: ``source`` is (B, T, tokens_per_frame) long (frames
+        in time order whatever the :attr:`input_layout`), the index of the output token
+        (numbered over the video, clip by clip, as ``c * tokens_per_clip + t``) that input
+        token ``j`` of frame ``f`` was merged into; index 0 of every frame is its CLS
+        token. Costs one (T * tokens)-wide map per token, so it is kept out of
+        :meth:`forward`.
         """
+        video = self._to_ntchw(video)
         b, t = video.shape[:2]
         features, source = self._encode(video, track_source=True)
         tokens = self.schedule.tokens_per_frame
-        return features, source_to_assignment(source, b).view(b, t, tokens)
+        return self._pool(features), source_to_assignment(source, b).view(b, t, tokens)
+
+    def _to_ntchw(self, video: torch.Tensor) -> torch.Tensor:
+        """Check ``video`` against :attr:`input_shape` (on ints only) and bring it to
+        (B, T, 3, H, W)."""
+        if video.dim() != 5 or tuple(video.shape[1:]) != self.input_shape:
+            raise ValueError(self._shape_error(tuple(video.shape)))
+        return video.transpose(1, 2) if self.input_layout == 'NCTHW' else video
+
+    def _shape_error(self, shape: Tuple[int, ...]) -> str:
+        """Say what is wrong with an input of ``shape``, and name the layout it looks like."""
+        layout = self.input_layout
+        other = INPUT_LAYOUTS[1 - INPUT_LAYOUTS.index(layout)]
+        expected = ', '.join(map(str, self.input_shape))
+        message = (f"TempMeViT(input_layout='{layout}') takes {layout} video (B, {expected}); "
+                   f'got {shape}')
+        if len(shape) != 5:
+            return message + f': {len(shape)} dims, not 5'
+        seen = layout
+        if shape[layout.index('C')] != 3 and shape[other.index('C')] == 3:
+            seen = other
+        t, c = shape[seen.index('T')], shape[seen.index('C')]
+        problems = []
+        if seen != layout:
+            problems.append(f"this looks like {other}: set input_layout='{other}'")
+        elif c != 3:
+            problems.append(f'{c} channels, not 3 (RGB)')
+        if t != self.num_frames:
+            problems.append(f'{t} frames, but the merge schedule was built for '
+                            f'num_frames={self.num_frames}')
+        if tuple(shape[3:]) != self.frame_size:
+            problems.append('frames of {}x{}, but CLIP takes {}x{}'.format(
+                *shape[3:], *self.frame_size))
+        return message + ': ' + '; '.join(problems)
+
+    def _pool(self, features: torch.Tensor) -> torch.Tensor:
+        return features.mean(1) if self.output == 'mean' else features
 
     def _encode(self, video: torch.Tensor,
                 track_source: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """Per-frame features and, if tracked, the final source map of every token."""
+        """Per-frame features of (B, T, 3, H, W) ``video`` and, if tracked, the final
+        source map of every token."""
         b, t = video.shape[:2]
-        if t != self.num_frames:
-            raise ValueError(f'video has {t} frames; the merge schedule was built for '
-                             f'{self.num_frames}')
         x = self.embed_frames(video.flatten(0, 1))
         source = None
         if track_source:
@@ -212,6 +280,11 @@ class TempMeViT(nn.Module):
         cls = state.tokens.view(b, last.clips_out, last.tokens_out, -1)[:, :, :last.cls_out]
         features = self.ln_post(cls.reshape(b, t, -1)) @ self.proj
         return features, state.source
+
+
+def _per_video_shape(layout: str, frames: int,
+                     frame_size: Tuple[int, int]) -> Tuple[int, int, int, int]:
+    return ((frames, 3) if layout == 'NTCHW' else (3, frames)) + tuple(frame_size)
 
 
 def _check_visual(visual: nn.Module) -> nn.Module:
