@@ -16,8 +16,9 @@ import torch
 from mmengine.runner.checkpoint import CheckpointLoader
 
 from projects.tempme.apis.inference import load_retriever_checkpoint
-from projects.tempme.checkpoint import (CheckpointLoadError, safe_checkpoint_loading,
-                                        safe_load_checkpoint, safe_load_url)
+from projects.tempme.checkpoint import (CheckpointLoadError, cached_checkpoint_path,
+                                        safe_checkpoint_loading, safe_load_checkpoint,
+                                        safe_load_url)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,19 +68,32 @@ def test_mmengine_url_loader_refuses_a_crafted_file(served, hub_dir):
     with safe_checkpoint_loading():
         good = CheckpointLoader.load_checkpoint(f'{url}/good.pth')
     assert torch.equal(good['state_dict']['w'], torch.ones(2))
-    assert (hub_dir / 'checkpoints' / 'good.pth').is_file()  # torch.hub's cache
+    assert Path(cached_checkpoint_path(f'{url}/good.pth')).is_file()  # in torch.hub's folder
 
 
 def test_crafted_file_already_in_the_cache_is_refused(served, hub_dir):
     _, folder, marker = served
-    (hub_dir / 'checkpoints').mkdir(parents=True)
-    (hub_dir / 'checkpoints' / 'model.pth').write_bytes((folder / 'evil.pth').read_bytes())
+    for url in ('http://127.0.0.1:9/model.pth', 'https://example.invalid/model.pth'):
+        cached = Path(cached_checkpoint_path(url))
+        assert cached.parent.parent == hub_dir / 'checkpoints'
+        cached.parent.mkdir(parents=True)
+        cached.write_bytes((folder / 'evil.pth').read_bytes())
     # nothing listens on port 9: the cached file is all there is
     with safe_checkpoint_loading(), pytest.raises(CheckpointLoadError, match='model.pth'):
         CheckpointLoader.load_checkpoint('http://127.0.0.1:9/model.pth')
     with pytest.raises(CheckpointLoadError, match='model.pth'):
         safe_load_checkpoint('https://example.invalid/model.pth')
     assert not marker.exists()
+
+
+def test_the_cache_is_keyed_by_the_whole_url(served, hub_dir):
+    url, folder, _ = served
+    for sub, value in (('a', 1.0), ('b', 2.0)):
+        (folder / sub).mkdir()
+        torch.save({'state_dict': {'w': torch.full((2, ), value)}}, folder / sub / 'best.pth')
+    first = safe_load_url(f'{url}/a/best.pth')['state_dict']['w']
+    second = safe_load_url(f'{url}/b/best.pth')['state_dict']['w']
+    assert first.tolist() == [1.0, 1.0] and second.tolist() == [2.0, 2.0]
 
 
 def test_check_hash_refuses_a_file_whose_hash_differs(served, hub_dir):

@@ -2,6 +2,7 @@
 import importlib
 import importlib.metadata
 import pickle
+import shutil
 import sys
 
 import numpy as np
@@ -292,6 +293,49 @@ def test_safe_load_checkpoint_leaves_the_global_allow_list(runner_checkpoint):
     assert sorted(map(repr, torch.serialization.get_safe_globals())) == sorted(
         map(repr, before))
     assert HistoryBuffer not in torch.serialization.get_safe_globals()
+
+
+def test_a_damaged_tensor_record_is_refused(tmp_path):
+    """torch does not check CRCs: a flipped byte inside a tensor would load as a new weight."""
+    path = tmp_path / 'model.pth'
+    torch.save({'state_dict': {'w': torch.zeros(64)}}, path)
+    data = bytearray(path.read_bytes())
+    start = bytes(data).index(bytes(torch.zeros(64).numpy().tobytes()))
+    data[start + 10] ^= 0x40
+    path.write_bytes(bytes(data))
+    changed = torch.load(path, weights_only=True)['state_dict']['w']
+    assert changed.abs().sum() > 0  # what a plain load gives
+    with pytest.raises(ckpt.CheckpointLoadError, match=r"model.pth.*record .*data/0.*CRC"):
+        ckpt.safe_load_checkpoint(path)
+
+
+def test_resume_reads_the_last_checkpoint_inside_the_work_dir(runner_checkpoint, tmp_path):
+    original = runner_checkpoint.parent
+    copy = tmp_path / 'copy'
+    shutil.copytree(original, copy)
+    (copy / 'last_checkpoint').write_text(str(runner_checkpoint))  # the original's path
+    assert ckpt.latest_checkpoint(str(copy)) == str(copy / 'iter_2.pth')
+    (copy / 'last_checkpoint').write_text('iter_2.pth')
+    assert ckpt.latest_checkpoint(str(copy)) == str(copy / 'iter_2.pth')
+
+    runner = _toy_runner(copy, f'compat_copy_{tmp_path.name}', max_iters=3, resume=True,
+                         runner=TempMeRunner)
+    runner.train()
+    assert runner.iter == 3
+
+    for named, error in (('https://example.com/iter_2.pth', 'not URLs'),
+                         (str(tmp_path / 'elsewhere' / 'gone.pth'), 'not a file in')):
+        (copy / 'last_checkpoint').write_text(named)
+        with pytest.raises(ckpt.CheckpointLoadError, match=error):
+            ckpt.latest_checkpoint(str(copy))
+    outside = tmp_path / 'outside.pth'
+    shutil.copy(runner_checkpoint, outside)
+    (copy / 'link.pth').symlink_to(outside)
+    (copy / 'last_checkpoint').write_text('link.pth')
+    with pytest.raises(ckpt.CheckpointLoadError, match='leads outside the work dir'):
+        ckpt.latest_checkpoint(str(copy))
+    (copy / 'last_checkpoint').unlink()
+    assert ckpt.latest_checkpoint(str(copy)) is None
 
 
 def test_safe_load_checkpoint_reads_numpy1_names(tmp_path):

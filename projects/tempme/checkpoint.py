@@ -18,6 +18,7 @@ import pickle
 import re
 import types
 import urllib.parse
+import zipfile
 from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
@@ -27,8 +28,10 @@ from mmengine.model import is_model_wrapper
 
 __all__ = [
     'SAFE_CHECKPOINT_GLOBALS', 'CheckpointLoadError', 'CheckpointNotFoundError',
-    'StateDictMismatch', 'UnsafeCheckpointError', 'compare_state_dicts', 'download_checkpoint',
-    'fill_adapter_state', 'format_mismatch', 'safe_checkpoint_loading', 'safe_load_checkpoint',
+    'StateDictMismatch', 'UnsafeCheckpointError', 'cached_checkpoint_path', 'compare_state_dicts',
+    'download_checkpoint',
+    'fill_adapter_state', 'format_mismatch', 'latest_checkpoint', 'safe_checkpoint_loading',
+    'safe_load_checkpoint',
     'safe_load_url', 'state_dict_of', 'strip_ddp_prefix', 'unwrap_model'
 ]
 
@@ -136,22 +139,32 @@ def _check_hash_prefix(path: str, url: str) -> None:
             f'sha256 {digest.hexdigest()[:len(match.group(1))]} != {match.group(1)}')
 
 
+def cached_checkpoint_path(url: str, model_dir: Optional[str] = None,
+                           file_name: Optional[str] = None) -> str:
+    """Where :func:`download_checkpoint` keeps ``url``: ``<model_dir>/<url hash>/<name>``.
+
+    torch.hub keys its cache by file name alone, so ``.../a/best.pth`` and ``.../b/best.pth``
+    would share one copy; a folder per URL (SHA-256 of the whole URL) keeps them apart.
+    ``model_dir`` defaults to torch.hub's (``<hub dir>/checkpoints``).
+    """
+    name = file_name or os.path.basename(urllib.parse.urlparse(url).path)
+    if not name or name in ('.', '..'):
+        raise CheckpointLoadError(f'cannot tell a file name from the checkpoint URL {url!r}')
+    model_dir = model_dir or os.path.join(torch.hub.get_dir(), 'checkpoints')
+    return os.path.join(model_dir, hashlib.sha256(url.encode()).hexdigest()[:16], name)
+
+
 def download_checkpoint(url: str, model_dir: Optional[str] = None, progress: bool = True,
                         file_name: Optional[str] = None, check_hash: bool = False) -> str:
-    """The local copy of a checkpoint URL, downloaded once into torch.hub's cache.
+    """The local copy of a checkpoint URL, downloaded once (:func:`cached_checkpoint_path`).
 
-    The same cache as ``torch.hub.load_state_dict_from_url`` (``<hub dir>/checkpoints``);
-    the download goes to a temporary file that is renamed when complete. ``check_hash``
+    The download goes to a temporary file that is renamed when complete. ``check_hash``
     verifies the SHA-256 prefix in the file name (torch.hub's convention), of a cached
     copy too.
     """
-    name = file_name or os.path.basename(urllib.parse.urlparse(url).path)
-    if not name:
-        raise CheckpointLoadError(f'cannot tell a file name from the checkpoint URL {url!r}')
-    model_dir = model_dir or os.path.join(torch.hub.get_dir(), 'checkpoints')
-    cached = os.path.join(model_dir, name)
+    cached = cached_checkpoint_path(url, model_dir, file_name)
     if not os.path.exists(cached):
-        os.makedirs(model_dir, exist_ok=True)
+        os.makedirs(os.path.dirname(cached), exist_ok=True)
         try:
             torch.hub.download_url_to_file(url, cached, None, progress=progress)
         except Exception as exc:
@@ -178,6 +191,25 @@ def safe_load_url(url: str, model_dir: Optional[str] = None, map_location: Any =
         map_location=map_location)
 
 
+def _verify_records(path: Union[str, os.PathLike]) -> None:
+    """Refuse a zip checkpoint with a record whose bytes fail their CRC.
+
+    torch's reader does not check CRCs, so damaged bytes inside a tensor record load as
+    changed weights without a word. Reading the file once more costs about as much as the
+    load itself reads. Legacy (non-zip) checkpoints have no CRCs to check.
+    """
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise CheckpointLoadError(f'checkpoint {os.fspath(path)!r} is damaged: {exc}') from exc
+    if bad is not None:
+        raise CheckpointLoadError(f'checkpoint {os.fspath(path)!r} is damaged: record {bad!r} '
+                                  'fails its CRC check (the file changed after it was written)')
+
+
 def safe_load_checkpoint(path: Union[str, os.PathLike],
                          map_location: Any = 'cpu') -> Any:
     """Load a checkpoint with ``weights_only=True`` and :data:`SAFE_CHECKPOINT_GLOBALS`.
@@ -197,6 +229,7 @@ def safe_load_checkpoint(path: Union[str, os.PathLike],
             'torch.serialization.safe_globals (needs torch >= 2.5)')
     if not os.path.isfile(path):
         raise CheckpointNotFoundError(f'checkpoint not found: {os.fspath(path)!r}')
+    _verify_records(path)
     registered = serialization.get_safe_globals()
     # safe_globals removes on exit what it was given, so pass only what is not yet registered.
     extra = [entry for entry in SAFE_CHECKPOINT_GLOBALS if entry not in registered]
@@ -244,6 +277,42 @@ def safe_checkpoint_loading() -> Iterator[None]:
     finally:
         loaders.register_scheme(prefixes='', loader=previous_local, force=True)
         mm_checkpoint.load_url = previous_url
+
+
+def _inside(path: str, root: str) -> bool:
+    path, root = os.path.realpath(path), os.path.realpath(root)
+    return os.path.commonpath([path, root]) == root
+
+
+def latest_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint ``work_dir/last_checkpoint`` names, as a file inside ``work_dir``.
+
+    mmengine resumes from whatever path the file holds. A work dir copied elsewhere (or
+    handed over) names the original's absolute path, and a crafted one can name any file or
+    URL. The name is resolved inside ``work_dir`` (by file name when it points elsewhere);
+    a URL, or a file that is not inside ``work_dir`` once symlinks are followed, is refused.
+    Returns None when there is no ``last_checkpoint``.
+    """
+    record = os.path.join(work_dir, 'last_checkpoint')
+    if not os.path.isfile(record):
+        return None
+    with open(record, encoding='utf-8', errors='replace') as f:
+        named = f.read().strip()
+    if not named:
+        return None
+    if '://' in named:
+        raise CheckpointLoadError(f'{record}: names {named!r}; resume reads checkpoints inside '
+                                  'the work dir only, not URLs')
+    candidate = named if os.path.isabs(named) else os.path.join(work_dir, named)
+    if not _inside(candidate, work_dir):
+        candidate = os.path.join(work_dir, os.path.basename(named))
+    if not os.path.isfile(candidate):
+        raise CheckpointNotFoundError(f'{record}: names {named!r}, which is not a file in '
+                                      f'{work_dir!r}')
+    if not _inside(candidate, work_dir):
+        raise CheckpointLoadError(f'{record}: {candidate!r} leads outside the work dir '
+                                  f'{work_dir!r} (a symlink); refusing to resume from it')
+    return candidate
 
 
 # -- what a checkpoint holds, and whether it fits --------------------------------------------

@@ -14,7 +14,7 @@ import torch.nn as nn
 from mmaction.registry import RUNNERS
 from mmengine.runner import Runner
 
-from ..checkpoint import safe_checkpoint_loading
+from ..checkpoint import latest_checkpoint, safe_checkpoint_loading
 
 __all__ = ['TempMeRunner']
 
@@ -24,12 +24,20 @@ class TempMeRunner(Runner):
     """:class:`mmengine.runner.Runner` that loads checkpoints safely.
 
     ``train`` covers the model's ``init_cfg`` as well as ``load_from`` / ``resume``;
-    ``val`` and ``test`` load through :meth:`load_checkpoint`.
+    ``val`` and ``test`` load through :meth:`load_checkpoint`. Automatic resume reads only
+    checkpoints inside the work dir.
     """
 
     def train(self) -> nn.Module:
         with safe_checkpoint_loading():
             return super().train()
+
+    def load_or_resume(self) -> None:
+        """Resume (``resume=True`` without a path) from the checkpoint ``last_checkpoint``
+        names, resolved inside the work dir (:func:`latest_checkpoint`)."""
+        if self._resume and self._load_from is None and not self._has_loaded:
+            self._load_from = latest_checkpoint(self.work_dir)
+        super().load_or_resume()
 
     def load_checkpoint(self, *args: Any, **kwargs: Any) -> Dict[str, Any]:
         with safe_checkpoint_loading():
