@@ -314,3 +314,55 @@ def test_bare_video_keys_are_cached_and_read_as_decord_opens_them(tmp_path):
     assert update_cache(root, videos, rule, progress=False)['cached'] == 1
     results = LoadCachedFrames(root)(dict(filename=str(VIDEOS / stem), video=stem))
     assert len(results['imgs']) == 12
+
+
+@pytest.mark.parametrize('key', ['../outside', '/tmp/abs_key', 'a/../../outside'])
+def test_cache_writer_never_writes_outside_the_cache(tmp_path, key):
+    from mmengine.config import Config
+
+    from tools.data.cache_frames import cache_jobs
+    victim = tmp_path / 'outside.npy'
+    victim.write_text('a file of the user')
+    (tmp_path / 'data').mkdir()
+    (tmp_path / 'data' / 'ann.json').write_text(json.dumps({key: ['a caption']}))
+    step = dict(type='LoadCachedFrames', cache_root=str(tmp_path / 'data' / 'cache'),
+                clip_len=12)
+    for allow in (False, True):  # the dataset's opt-in does not extend to the cache
+        cfg = Config(dict(test_dataloader=dict(dataset=dict(
+            data_root=str(tmp_path / 'data'), ann_file='ann.json', pipeline=[step],
+            data_prefix=dict(video=str(VIDEOS)), allow_paths_outside_root=allow))))
+        with pytest.raises(SystemExit, match='outside'):
+            cache_jobs(cfg, ['test'])
+    with pytest.raises(FrameCacheError, match='outside the frame cache'):
+        update_cache(str(tmp_path / 'data' / 'cache'), [(key, str(VIDEOS / NAMES[0]))],
+                     cache_rule(12, 1), progress=False)
+    assert victim.read_text() == 'a file of the user'
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('frames', [0, 1, 2, 3, 4], 'expected 12 frame indices'),
+    ('frames', [], 'expected 12 frame indices'),
+    ('frames', 'abc', 'expected 12 frame indices'),
+    ('frames', list(range(1000, 1012)), r'in \[0, num_frames'),
+    ('shape', [5, 64, 64, 3], r'expected \[12, H, W, 3\]'),
+    ('num_frames', -1, 'not a non-negative integer'),
+    ('fps', 'fast', 'not a frame rate'),
+])
+def test_a_tampered_cache_manifest_is_refused_naming_the_field(cache, field, value, message):
+    manifest = json.loads((cache / 'cache.json').read_text())
+    manifest['videos'][NAMES[0]][field] = value
+    (cache / 'cache.json').write_text(json.dumps(manifest))
+    load = LoadCachedFrames(str(cache), clip_len=12)
+    with pytest.raises(FrameCacheError, match=rf'cache.json: {NAMES[0]}\.{field}: .*{message}'):
+        load(dict(filename=str(VIDEOS / NAMES[1]), video=NAMES[1]))
+
+
+def test_a_cache_entry_linking_outside_the_cache_is_refused(cache, tmp_path):
+    outside = tmp_path / 'elsewhere.npy'
+    shutil.copy(cache / f'{NAMES[0]}.npy', outside)
+    (cache / f'{NAMES[0]}.npy').unlink()
+    (cache / f'{NAMES[0]}.npy').symlink_to(outside)
+    load = LoadCachedFrames(str(cache), clip_len=12)
+    with pytest.raises(FrameCacheError, match='leads outside the frame cache'):
+        load(dict(filename=str(VIDEOS / NAMES[0]), video=NAMES[0]))
+    assert len(load(dict(filename=str(VIDEOS / NAMES[1]), video=NAMES[1]))['imgs']) == 12

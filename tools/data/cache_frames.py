@@ -25,8 +25,11 @@ from mmengine.config import Config, DictAction
 
 import projects.tempme  # noqa: F401  (registration)
 from projects.tempme.datasets import data_prefix_folder, load_video_captions
-from projects.tempme.datasets.frame_cache import LoadCachedFrames, check_cached_resize, update_cache
+from projects.tempme.datasets.frame_cache import (FrameCacheError, LoadCachedFrames,
+                                                  cache_entry_path, check_cached_resize,
+                                                  update_cache)
 from projects.tempme.datasets.video_check import resolve_video_path
+from projects.tempme.datasets.video_text_dataset import AnnotationError, check_paths_inside_root
 from projects.tempme.known_warnings import ignore_known_warnings
 
 SPLITS = ('train', 'val', 'test')
@@ -65,9 +68,17 @@ def cache_jobs(cfg: Config, splits: List[str]) -> Dict[str, Tuple[dict, List[Tup
         ann_file = osp.join(dataset.get('data_root') or '', dataset.ann_file)
         folder = data_prefix_folder(dataset, 'video') or dataset.get('data_root') or ''
         known = {key for key, _ in videos}
+        annotation = load_video_captions(ann_file)
+        keys = [key for key in annotation if key not in known]
+        try:  # the dataset's rule, and the cache's own: no key may leave the cache folder
+            if not dataset.get('allow_paths_outside_root', False):
+                check_paths_inside_root(annotation, ann_file)
+            for key in keys:
+                cache_entry_path(cache_root, key)
+        except (AnnotationError, FrameCacheError) as err:
+            raise SystemExit(f'error: {err}') from None
         # the file DecordInit would open (a bare key gets .mp4), as the dataset resolves it
-        videos.extend((key, resolve_video_path(osp.join(folder, key)))
-                      for key in load_video_captions(ann_file) if key not in known)
+        videos.extend((key, resolve_video_path(osp.join(folder, key))) for key in keys)
     if not jobs:
         raise SystemExit('error: the config has no dataloader for the requested splits')
     return jobs

@@ -19,6 +19,7 @@ is not in it, or a source that changed since.
 import json
 import os
 import os.path as osp
+import posixpath
 import sys
 from multiprocessing import get_context
 from pathlib import Path
@@ -49,7 +50,56 @@ def source_fingerprint(path: str) -> Dict[str, int]:
 
 
 def cache_entry_path(cache_root: str, relative: str) -> str:
-    return osp.join(cache_root, relative + '.npy')
+    """``<cache_root>/<key>.npy``; a key that would leave the cache folder (absolute, ``..``)
+    is refused, so writing a cache never touches a file outside it."""
+    normalized = posixpath.normpath(str(relative).replace('\\', '/'))
+    if osp.isabs(relative) or normalized.startswith(('/', '../')) or normalized in ('.', '..'):
+        raise FrameCacheError(f'video key {relative!r} would be cached outside the frame cache '
+                              f'{cache_root!r}; annotation keys must be paths relative to '
+                              'the video folder')
+    return osp.join(cache_root, normalized + '.npy')
+
+
+def _inside(path: str, root: str) -> bool:
+    """``path`` lies inside ``root`` once symlinks are followed."""
+    path, root = osp.realpath(path), osp.realpath(root)
+    return osp.commonpath([path, root]) == root
+
+
+def check_entry(entry: object, rule: dict, where: str) -> dict:
+    """A manifest entry that can serve ``rule``, or :class:`FrameCacheError` naming the field.
+
+    The manifest is a file: a hand-edited or damaged one must not serve 5 frames to a
+    12-frame model, or indices that are not numbers.
+    """
+    def refuse(field: str, why: str) -> FrameCacheError:
+        return FrameCacheError(f'{where}.{field}: {why}; rebuild the cache with '
+                               'tools/data/cache_frames.py')
+
+    if not isinstance(entry, dict):
+        raise FrameCacheError(f'{where}: not an object; rebuild the cache')
+    clip_len = rule['clip_len']
+    for field in ('size', 'mtime_ns', 'num_frames'):
+        if not isinstance(entry.get(field), int) or isinstance(entry.get(field), bool) \
+                or entry[field] < 0:
+            raise refuse(field, f'{entry.get(field)!r} is not a non-negative integer')
+    frames = entry.get('frames')
+    if not isinstance(frames, list) or len(frames) != clip_len or not all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < entry['num_frames']
+            for i in frames):
+        raise refuse('frames', f'expected {clip_len} frame indices in [0, num_frames='
+                     f'{entry["num_frames"]}), got {frames!r:.80}')
+    shape = entry.get('shape')
+    if not isinstance(shape, list) or len(shape) != 4 or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape) \
+            or shape[0] != clip_len or shape[3] != 3:
+        raise refuse('shape', f'expected [{clip_len}, H, W, 3], got {shape!r:.80}')
+    if rule['size'] is not None and shape[1:3] != [rule['size']] * 2:
+        raise refuse('shape', f'{shape} is not {rule["size"]} x {rule["size"]} frames')
+    fps = entry.get('fps')
+    if not isinstance(fps, (int, float)) or isinstance(fps, bool) or not 0 < fps < 1e4:
+        raise refuse('fps', f'{fps!r} is not a frame rate')
+    return entry
 
 
 def reference_clip(path: str, rule: dict) -> Dict:
@@ -152,6 +202,8 @@ def update_cache(cache_root: str, videos: Sequence[Tuple[str, str]], rule: dict,
     path.
     """
     root = cache_root
+    for key, _ in videos:  # every key stays inside the cache, checked before any work
+        cache_entry_path(root, key)
     entries: Dict[str, dict] = {}
     if osp.isfile(osp.join(root, MANIFEST)):
         try:
@@ -243,7 +295,13 @@ class LoadCachedFrames(BaseTransform):
                 raise FrameCacheError(
                     f'the frame cache in {root!r} holds {_describe(held)}, the config asks '
                     f'for {_describe(self.rule)}: rebuild it with tools/data/cache_frames.py')
-            self._manifests[root] = manifest['videos']
+            videos = manifest.get('videos')
+            if not isinstance(videos, dict):
+                raise FrameCacheError(f'{osp.join(root, MANIFEST)}: videos is not an object; '
+                                      'rebuild the cache')
+            where = osp.join(root, MANIFEST)
+            self._manifests[root] = {key: check_entry(entry, self.rule, f'{where}: {key}')
+                                     for key, entry in videos.items()}
         return self._manifests[root]
 
     def transform(self, results: Dict) -> Dict:
@@ -264,6 +322,9 @@ class LoadCachedFrames(BaseTransform):
             raise FrameCacheError(f'{filename} changed since it was cached; run '
                                   'tools/data/cache_frames.py again')
         path = cache_entry_path(root, relative)
+        if osp.lexists(path) and not _inside(path, root):
+            raise FrameCacheError(f'{path}: a symlink that leads outside the frame cache '
+                                  f'{root!r}; refusing to read it')
         try:
             frames = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as err:
