@@ -3,6 +3,7 @@ import itertools
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -683,3 +684,24 @@ def test_paths_outside_the_root_can_be_allowed(video_dir: Path) -> None:
                                   data_root=str(video_dir), data_prefix=dict(video='videos'),
                                   pipeline=[], allow_paths_outside_root=True))
     assert dataset.get_data_info(0)['filename'] == key
+
+
+def test_a_video_linking_outside_the_video_folder_is_refused(video_dir: Path,
+                                                             tmp_path: Path) -> None:
+    secret = tmp_path / 'secret.mp4'
+    shutil.copy(video_dir / 'videos' / 'good.mp4', secret)
+    (video_dir / 'videos' / 'link.mp4').symlink_to(secret)
+    (video_dir / 'linked.json').write_text(json.dumps({'link.mp4': ['a caption'],
+                                                       'good.mp4': ['another']}))
+    config = dict(type='VideoTextRetrievalDataset', ann_file='linked.json',
+                  data_root=str(video_dir), data_prefix=dict(video='videos'), pipeline=[],
+                  check_videos=False)
+    with pytest.raises(AnnotationError, match=r"'link.mp4' is a link to .*secret.mp4"):
+        DATASETS.build(config)
+    assert len(DATASETS.build(dict(config, allow_paths_outside_root=True))) == 2
+    # a linked video folder is the usual layout and stays fine
+    (tmp_path / 'root').mkdir()
+    (tmp_path / 'root' / 'videos').symlink_to(video_dir / 'videos')
+    (tmp_path / 'root' / 'ann.json').write_text(json.dumps({'good.mp4': ['a caption']}))
+    assert len(DATASETS.build(dict(config, ann_file='ann.json',
+                                   data_root=str(tmp_path / 'root')))) == 1

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from .frame_cache import check_cached_resize
 from .transforms import OpenCLIPTokenize, truncated_captions
-from .video_check import VideoProbe, probe_videos, shard, unshard
+from .video_check import VideoProbe, probe_videos, resolve_video_path, shard, unshard
 
 #: Bad videos named in an exception message; the log lists all of them.
 _LISTED_IN_ERROR = 20
@@ -149,6 +149,21 @@ def check_paths_inside_root(annotation: Dict[str, List[str]], ann_file: str) -> 
                 "data_prefix['video']); use paths relative to it, or set "
                 'allow_paths_outside_root=True on the dataset if the annotation really '
                 'names files elsewhere')
+
+
+def check_links_inside_root(annotation: Dict[str, List[str]], video_folder: str,
+                            ann_file: str) -> None:
+    """Refuse videos that are symlinks (or under symlinked folders) leading outside
+    ``video_folder``: a relative key can still reach any file through a link. The folder
+    itself may be a link (``data/msrvtt/videos -> /mnt/...``): it is resolved first."""
+    root = osp.realpath(video_folder or '.')
+    for video in annotation:
+        path = resolve_video_path(osp.join(video_folder, video))
+        if osp.lexists(path) and osp.commonpath([osp.realpath(path), root]) != root:
+            raise AnnotationError(
+                f'{ann_file}: video {video!r} is a link to {osp.realpath(path)!r}, outside the '
+                f'video folder {root!r}; set allow_paths_outside_root=True on the dataset if '
+                'the links are meant')
 
 
 def data_prefix_folder(dataset: Dict, key: str) -> Optional[str]:
@@ -282,6 +297,7 @@ class VideoTextRetrievalDataset(BaseDataset):
         annotation = load_video_captions(self.ann_file)
         if not self.allow_paths_outside_root:
             check_paths_inside_root(annotation, self.ann_file)
+            check_links_inside_root(annotation, self.data_prefix['video'], self.ann_file)
         annotation = self._drop_unreadable_videos(annotation)
         num_truncated = self._report_long_captions(annotation)
         videos: List[str] = []
