@@ -150,3 +150,18 @@ def test_tools_refuse_a_crafted_checkpoint_url(entry, served, hub_dir, data_root
     assert proc.returncode != 0
     assert 'refused to load checkpoint' in output and 'evil.pth' in output, output[-3000:]
     assert not marker.exists()
+
+
+def test_a_crafted_last_checkpoint_stops_resume_in_one_line(data_root, tmp_path, hub_dir):
+    work = tmp_path / 'work'
+    work.mkdir()
+    (work / 'last_checkpoint').write_text('http://127.0.0.1:9/epoch_9.pth')
+    data = [f'{split}_dataloader.dataset.data_root={data_root}'
+            for split in ('train', 'val', 'test')]
+    proc = _tool(['tools/train.py', 'configs/tempme_tiny.py', '--work-dir', str(work),
+                  '--resume', '--cfg-options', *data], hub_dir)
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: CheckpointLoadError: {work / 'last_checkpoint'}: names "
+        "'http://127.0.0.1:9/epoch_9.pth'; resume reads checkpoints inside the work dir "
+        'only, not URLs')

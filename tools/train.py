@@ -16,6 +16,7 @@ import projects.tempme  # noqa: F401  (compatibility fixes + registration)
 from projects.tempme.config_checks import check_data_fits_model
 from projects.tempme.engine.runtime import build_runner
 from projects.tempme.known_warnings import ignore_known_warnings
+from projects.tempme.user_errors import exit_on_user_error
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -77,4 +78,4 @@ def main(argv=None) -> None:
 
 if __name__ == '__main__':
     with ignore_known_warnings():
-        main()
+        exit_on_user_error(main)
