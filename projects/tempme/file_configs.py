@@ -65,9 +65,9 @@ def checked_file_config(value: Any, source: str, key: str = '', flat: bool = Fal
     Walks dicts and lists recursively (pipeline steps, nested components). A ``type`` must be
     a string without dots that some registry of mmaction2 / mmengine / this project holds;
     ``_scope_`` must be one of :data:`ALLOWED_SCOPES`; ``_base_`` and any ``custom_imports``
-    but :data:`OWN_IMPORTS` are refused at the top. ``flat=True`` reads ``value`` as ``--cfg-options``-style dotted keys
-    (``model.video_encoder.type``). Raises :class:`UnsafeFileConfigError` with one line naming
-    ``source`` (the file) and the key.
+    but :data:`OWN_IMPORTS` are refused at the top. ``flat=True`` reads ``value`` as
+    ``--cfg-options``-style dotted keys (``model.video_encoder.type``). Raises
+    :class:`UnsafeFileConfigError` with one line naming ``source`` (the file) and the key.
     """
     if value is None:
         return value
