@@ -537,3 +537,194 @@ def test_exports_are_evaluated_on_a_split_with_the_metric_of_the_test_tool(index
     (other / 'deploy.json').write_text(json.dumps(info))
     with pytest.raises(ValueError, match='different test pipelines'):
         test_onnx.evaluate(cfg, [source, str(other)])
+
+
+# -- export and index folders are data: damage is named in one line at start-up ---------------
+def _tampered(source, dest, edit=None, replace=None):
+    """A copy of the export at ``source`` with ``deploy.json`` edited and files replaced
+    (``name -> bytes`` or ``name -> old bytes -> new bytes``), their hashes updated."""
+    import hashlib
+    shutil.copytree(source, dest)
+    info = json.loads((dest / 'deploy.json').read_text())
+    for name, data in (replace or {}).items():
+        new = data((Path(source) / name).read_bytes()) if callable(data) else data
+        (dest / name).write_bytes(new)
+        info['files'][name] = hashlib.sha256(new).hexdigest()
+    if edit is not None:
+        edit(info)
+    (dest / 'deploy.json').write_text(json.dumps(info))
+    return dest
+
+
+def _set(part, key, value):
+    return lambda info: info[part].__setitem__(key, value)
+
+
+def _context(length):
+    def edit(info):
+        info['tokenizer']['context_length'] = length
+        info['text']['shape'][1] = length
+    return edit
+
+
+def _vocab_beyond_the_graph(data):
+    """CLIP's tokenizer with end-of-text (its largest id) moved past the embedding table."""
+    tokenizer = json.loads(data)
+    tokenizer['model']['vocab']['<end_of_text>'] = 60000
+    for token in tokenizer['added_tokens']:
+        if token['content'] == '<end_of_text>':
+            token['id'] = 60000
+    return json.dumps(tokenizer).encode()
+
+
+def _swap(source):
+    return {'text_encoder.onnx': (Path(source) / 'video_encoder.onnx').read_bytes(),
+            'video_encoder.onnx': (Path(source) / 'text_encoder.onnx').read_bytes()}
+
+
+DAMAGED_EXPORTS = {
+    'missing-key': (dict(edit=lambda info: info['text'].pop('output')),
+                    r'deploy.json: text.output is missing'),
+    'wrong-type': (dict(edit=_set('video', 'dim', '64')), r"deploy.json: video.dim must be int"),
+    'context-1e10': (dict(edit=_set('tokenizer', 'context_length', 1e10)),
+                     r'deploy.json: tokenizer.context_length must be int, got 10000000000.0'),
+    'context-10**10': (dict(edit=_context(10**10)),
+                       r'deploy.json: tokenizer.context_length must be in \[2, 2048\]'),
+    'context-beyond-positions': (dict(edit=_context(40)),
+                                 r'text_encoder.onnx: a probe query of 40 tokens'),
+    'bad-tokenizer': (dict(replace={'tokenizer.json': b'{"model": 3}'}),
+                      r'tokenizer.json: not a usable CLIP tokenizer'),
+    'tokenizer-without-eot': (dict(replace={'tokenizer.json': lambda data: data.replace(
+        b'<end_of_text>', b'<end_of_txet>')}), r'tokenizer.json: .*no <end_of_text> token'),
+    'vocab-beyond-the-graph': (dict(replace={'tokenizer.json': _vocab_beyond_the_graph}),
+                               r'text_encoder.onnx: a probe query of 32 tokens \(ids up to '
+                               r'60000.*indices element out of data bounds'),
+    'truncated-graph': (dict(replace={'text_encoder.onnx': lambda data: data[:len(data) // 2]}),
+                        r'text_encoder.onnx: ONNX Runtime cannot load the text graph'),
+    'graphs-swapped': ('swap', r"text_encoder.onnx: the graph takes 'frames' tensor\(uint8\)"),
+    'other-dim': (dict(edit=lambda info: (_set('text', 'dim', 65)(info),
+                                          _set('video', 'dim', 65)(info))),
+                  r"text_encoder.onnx: the graph gives 'text_embedding' .* 64\]"),
+}
+
+
+@pytest.mark.parametrize('case', DAMAGED_EXPORTS)
+def test_a_damaged_export_is_refused_at_construction_in_one_line(tiny_export, tmp_path, case):
+    """Each of these loaded before and failed (500) at every query, or hung on allocation."""
+    source = tiny_export[1]
+    change, message = DAMAGED_EXPORTS[case]
+    change = dict(replace=_swap(source)) if change == 'swap' else change
+    damaged = _tampered(source, tmp_path / 'damaged', **change)
+    with pytest.raises(ExportFormatError) as refused:
+        OnnxRetriever(str(damaged))
+    assert refused.match(message) and str(damaged) in str(refused.value)
+    assert '\n' not in str(refused.value)
+
+
+def _serve_once(index, export):
+    """Start serve_search.py without the training stack; (return code, stderr) if it exits."""
+    proc = subprocess.run(
+        [sys.executable, '-c', _LEAN, str(ROOT / 'tools/deployment/serve_search.py'), str(index),
+         '--export', str(export), '--port', '0', '--threads', '1'],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return proc.returncode, proc.stderr
+
+
+def _with_width(index_dir, dim):
+    """The index re-saved with random unit rows of ``dim`` numbers: same model, other width."""
+    index = VideoIndex.load(str(index_dir))
+    rows = np.random.default_rng(0).standard_normal((len(index), dim)).astype(np.float32)
+    VideoIndex(str(index_dir), index.model, index.files, rows, root=index.root).save()
+
+
+def test_service_refuses_to_start_on_a_damaged_export_or_index(indexed, tiny_export, tmp_path):
+    index = tmp_path / 'index'
+    shutil.copytree(indexed[1], index)
+    damaged = _tampered(tiny_export[1], tmp_path / 'export',
+                        replace={'tokenizer.json': _vocab_beyond_the_graph})
+    code, stderr = _serve_once(index, damaged)
+    assert code == 1 and stderr.startswith(f'error: {damaged}/text_encoder.onnx: a probe query')
+    assert stderr.count('\n') == 1, stderr
+    _with_width(index, 65)
+    code, stderr = _serve_once(index, tiny_export[1])
+    assert code == 1 and stderr.count('\n') == 1, stderr
+    assert stderr.startswith(f"error: the index in '{index}' holds 65-dimensional embeddings, "
+                             f"the export '{tiny_export[1]}' gives 64")
+
+
+def test_service_reload_refuses_an_invalid_index_and_keeps_serving(server, tmp_path):
+    srv, index = server
+    status, expected = srv.search('a red circle', 6)
+    assert status == 200 and len(expected) == 6
+    manifest = json.loads((index / 'manifest.json').read_text())
+    good = np.load(index / manifest['embeddings'])
+    _with_width(index, 65)  # same fingerprint, another width
+    status, body = srv.get('/reload', method='POST')
+    assert status == 503 and '65-dimensional embeddings' in body['detail']
+    assert '\n' not in body['detail']
+    nan = good.copy()
+    nan[3, 0] = np.nan
+    VideoIndex(str(index), manifest['model'], VideoIndex.load(str(index)).files, nan,
+               normalized=True).save()
+    status, body = srv.get('/reload', method='POST')
+    assert status == 503 and 'row 3' in body['detail'] and 'is not finite' in body['detail']
+    status, health = srv.get('/health')
+    assert health['status'] == 'stale' and health['videos'] == 6
+    assert 'is not finite' in health['reload_error']
+    status, hits = srv.search('a red circle', 6)  # the old index answers still
+    assert status == 200 and [h['path'] for h in hits] == [h['path'] for h in expected]
+    for query in ('\x00\x00', '\u200b\u200c\ufeff', ' \u00a0'):
+        status, body = srv.search(query, 3)
+        assert status == 400 and 'the query is empty' in body['detail'], repr(query)
+
+
+def test_a_slow_reload_never_blocks_searches_or_health(indexed, tiny_export, tmp_path):
+    """A large index takes seconds to load: it loads in a worker thread, the old one serves."""
+    import socket
+    import time
+
+    import uvicorn
+
+    from projects.tempme_deploy.service import SearchBackend, create_app
+    index = tmp_path / 'index'
+    shutil.copytree(indexed[1], index)
+    backend = SearchBackend(str(index), tiny_export[1], threads=1, check_every=0)
+    entered, release, real_load = threading.Event(), threading.Event(), backend._load
+
+    def slow_load(*args, **kwargs):
+        entered.set()
+        release.wait(30)
+        return real_load(*args, **kwargs)
+
+    backend._load = slow_load
+    server = uvicorn.Server(uvicorn.Config(create_app(backend), log_level='warning'))
+    sock = socket.create_server(('127.0.0.1', 0))
+    srv = _Server.__new__(_Server)
+    srv.url = f'http://127.0.0.1:{sock.getsockname()[1]}'
+    thread = threading.Thread(target=server.run, kwargs=dict(sockets=[sock]), daemon=True)
+    thread.start()
+    pool = ThreadPoolExecutor(4)
+    try:
+        while not server.started:
+            time.sleep(0.01)
+        before = backend.snapshot
+        manifest = index / 'manifest.json'
+        os.utime(manifest, ns=(manifest.stat().st_atime_ns, manifest.stat().st_mtime_ns + 10**9))
+        # this search sees the new manifest and starts a reload, without waiting for it
+        status, hits = pool.submit(srv.search, 'a red circle', 3).result(timeout=10)
+        assert status == 200 and len(hits) == 3
+        assert entered.wait(10)
+        reload = pool.submit(srv.get, '/reload', 'POST')  # queued behind the running reload
+        status, health = pool.submit(srv.get, '/health').result(timeout=10)
+        assert status == 200 and health['reloading'] and health['loaded_at'] == before.loaded_at
+        assert pool.submit(srv.search, 'a green circle', 2).result(timeout=10)[0] == 200
+        assert not reload.done()
+        release.set()
+        status, health = reload.result(timeout=30)
+        assert status == 200 and health['loaded_at'] > before.loaded_at
+        assert not health['reloading']
+    finally:
+        release.set()
+        server.should_exit = True
+        thread.join(timeout=10)
+        pool.shutdown(wait=False)

@@ -19,6 +19,7 @@ manifest; a query is one matrix product over all of them (exact search).
 import argparse
 import json
 import os
+import stat
 import sys
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -38,6 +39,7 @@ from projects.tempme_deploy.onnx_retriever import ExportFormatError, OnnxRetriev
 from projects.tempme_deploy.search import (FileStat, IndexBusyError, IndexModelMismatch, VideoIndex,
                                            plan_update, scan_videos)
 from projects.tempme_deploy.search.store import MANIFEST
+from projects.tempme_deploy.tokenizer import is_empty_query
 
 
 # -- index --------------------------------------------------------------------------------
@@ -111,7 +113,9 @@ def build_index(video_dir: str, index_dir: str, config: Optional[str] = None,
     The model is ``config`` (+ ``checkpoint``) in PyTorch, or the ONNX export in
     ``onnx``; both record the same fingerprint, so their embeddings can be mixed.
     Returns counts: ``found``, ``encoded``, ``unchanged``, ``changed``, ``removed``,
-    ``failed`` (unreadable, reported on stderr by path) and ``indexed``.
+    ``failed`` (unreadable, reported on stderr by path), ``skipped`` (named like videos but
+    not regular files: FIFOs, sockets, devices, broken links; never opened, reported on
+    stderr by path) and ``indexed``.
     """
     if (config is None) == (onnx is None):
         raise ValueError('give the model either as a config (--config) or as an ONNX export '
@@ -120,9 +124,13 @@ def build_index(video_dir: str, index_dir: str, config: Optional[str] = None,
     encoder = onnx_encoder(onnx) if onnx else torch_encoder(config, checkpoint, cfg_options,
                                                             device)
     with VideoIndex.lock(index_dir):
-        current = scan_videos(video_dir)
-        return _update_index(video_dir, index_dir, current, encoder, batch_size, workers,
-                             save_every, rebuild, progress)
+        skipped: Dict[str, str] = {}
+        current = scan_videos(video_dir, skipped=skipped)
+        for path, reason in skipped.items():
+            print(f'skipped {path}: {reason}', file=sys.stderr)
+        stats = _update_index(video_dir, index_dir, current, encoder, batch_size, workers,
+                              save_every, rebuild, progress)
+        return dict(stats, skipped=len(skipped))
 
 
 def frozen_config(cfg: Config) -> dict:
@@ -165,8 +173,18 @@ def _update_index(video_dir, index_dir, current, encoder: IndexEncoder, batch_si
                     index.failed[path] = error
                     tqdm.write(f'skipped unreadable video {path}: {error}', file=sys.stderr)
             if good:
-                feats = encoder.encode([f for _, f in good])
-                index.add([plan.encode[i] for i, _ in good], feats)
+                feats = np.asarray(encoder.encode([f for _, f in good]), np.float32)
+                # a NaN or zero embedding would make the saved index unloadable: leave it out
+                norms = np.linalg.norm(feats, axis=1)
+                usable = np.isfinite(norms) & (norms > 0)
+                for (i, _), ok in zip(good, usable):
+                    if not ok:
+                        path = plan.encode[i].path
+                        index.failed[path] = 'the model gave a non-finite or zero embedding'
+                        tqdm.write(f'skipped video {path}: {index.failed[path]}',
+                                   file=sys.stderr)
+                good = [g for g, ok in zip(good, usable) if ok]
+                index.add([plan.encode[i] for i, _ in good], feats[usable])
             stats['encoded'] += len(good)
             stats['failed'] = len(index.failed)
             since_save += len(batch)
@@ -218,14 +236,16 @@ def query_index(index_dir: str, text: str, top_k: int = 10, config: Optional[str
     ``onnx`` (which needs neither torch nor mmengine; its fingerprint must be the
     index's).
     """
-    if not text.strip():
-        raise ValueError('the query is empty: say what to look for')
+    if is_empty_query(text):
+        raise ValueError('the query is empty (only spaces, control or zero-width characters): '
+                         'say what to look for')
     if top_k < 1:
         raise ValueError(f'--top-k must be >= 1, got {top_k}')
     index = VideoIndex.load(index_dir)
     if onnx is not None:
         retriever = OnnxRetriever(onnx, load_video=False)
         index.check_model(retriever.description())
+        index.check_dim(retriever.dim, f'the export {onnx!r}')
         return index.search(retriever.encode_texts([text])[0], top_k)
     loaded = load_index_model(index, config, checkpoint, device)
     query = encode_texts(loaded, [text])[0].float().cpu().numpy()
@@ -233,9 +253,15 @@ def query_index(index_dir: str, text: str, top_k: int = 10, config: Optional[str
 
 
 def sample_frames(path: str, count: int, height: int) -> np.ndarray:
-    """``count`` frames spread over the video, side by side, ``height`` pixels high."""
+    """``count`` frames spread over the video, side by side, ``height`` pixels high.
+
+    ``path`` comes from the index: anything but a regular file (a FIFO would block the
+    decoder forever) is refused without being opened.
+    """
     import cv2
     import decord
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(f'{path} is not a regular file')
     reader = decord.VideoReader(path)
     idx = np.linspace(0, len(reader) - 1, count).round().astype(int)
     frames = reader.get_batch(list(idx)).asnumpy()
@@ -333,8 +359,9 @@ def main(argv=None):
                             onnx=args.onnx)
         print(f'index {args.index}: {stats["indexed"]} videos; {stats["encoded"]} encoded, '
               f'{stats["unchanged"]} unchanged, {stats["changed"]} changed, '
-              f'{stats["removed"]} removed, {stats["failed"]} unreadable'
-              + (' (listed above)' if stats['failed'] else ''))
+              f'{stats["removed"]} removed, {stats["failed"]} unreadable, '
+              f'{stats["skipped"]} skipped (not regular files)'
+              + (' (listed above)' if stats['failed'] or stats['skipped'] else ''))
         return stats
     hits = query_index(args.index, args.text, args.top_k, args.config, args.checkpoint,
                        args.device, onnx=args.onnx)

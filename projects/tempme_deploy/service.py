@@ -7,9 +7,12 @@ is also re-read when its manifest changes on disk (checked at most once a second
 
 A reload never serves a half-written index: an index save writes the embeddings file
 before it atomically replaces the manifest naming it, and a reload builds a whole new
-snapshot (manifest and embeddings) before swapping it in with one assignment. A reload
-that fails (unreadable files, or an index of another model than the export's) keeps
-the old snapshot serving and reports the error in ``/health``.
+snapshot (manifest and embeddings, checked: see :meth:`VideoIndex.load`) before swapping it
+in with one assignment. A reload runs in a worker thread, never on the event loop: queries
+keep being answered from the old snapshot while a large index loads. A reload that fails
+(unreadable or invalid files, embeddings of another width than the export's, an index of
+another model) keeps the old snapshot serving and reports the error in ``/health``; a
+manifest refused so is not re-read until it changes again.
 """
 import asyncio
 import os
@@ -23,6 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from .onnx_retriever import OnnxRetriever
 from .search import IndexModelMismatch, VideoIndex
 from .search.store import MANIFEST
+from .tokenizer import is_empty_query
 
 #: Bounds of a request.
 MAX_QUERY_CHARS = 1000
@@ -108,60 +112,92 @@ class SearchBackend:
         self.reload_error: Optional[str] = None
         self._reload_lock = threading.Lock()
         self._last_check = time.monotonic()
+        self._refused_mtime: Optional[int] = None
+        self._reload_started = threading.Event()
         self.snapshot = self._load()
 
     # -- index --------------------------------------------------------------------------
     def _manifest_mtime(self) -> int:
         return os.stat(os.path.join(self.index_dir, MANIFEST)).st_mtime_ns
 
+    def _manifest_changed_since(self, mtime: Optional[int]) -> bool:
+        try:
+            return self._manifest_mtime() != mtime
+        except OSError:
+            return True
+
     def _load(self, attempts: int = 3) -> Snapshot:
         """Read the index and check it belongs to the export's model."""
         for attempt in range(attempts):
+            mtime = None
             try:
                 mtime = self._manifest_mtime()
                 index = VideoIndex.load(self.index_dir)
                 break
             except (OSError, ValueError):
                 # a save replaced the manifest (and removed the file it named) between our
-                # two reads: read again
-                if attempt == attempts - 1:
+                # two reads: read again. An index that stays as it is is refused at once
+                # (reading a large one again would cost seconds for the same answer).
+                if attempt == attempts - 1 or not self._manifest_changed_since(mtime):
                     raise
                 time.sleep(0.05)
         index.check_model(self.retriever.description())
+        # same fingerprint but another width: a damaged or crafted index, refused before
+        # it is swapped in (every query would fail on it)
+        index.check_dim(self.retriever.dim, f'the export {self.retriever.export_dir!r}')
         return Snapshot(index, mtime, time.time())
 
     def reload(self) -> Snapshot:
-        """Swap in the index on disk; on failure keep serving the old one and raise."""
+        """Swap in the index on disk; on failure keep serving the old one and raise.
+
+        Blocking (a large index takes seconds to read and check): call it from a worker
+        thread, as ``/reload`` and :meth:`maybe_reload` do.
+        """
         with self._reload_lock:
+            try:
+                attempted: Optional[int] = self._manifest_mtime()
+            except OSError:
+                attempted = None
             try:
                 snapshot = self._load()
             except (OSError, ValueError, IndexModelMismatch) as err:
                 self.reload_error = f'{type(err).__name__}: {err}'
+                self._refused_mtime = attempted
                 raise
             self.snapshot, self.reload_error = snapshot, None
             return snapshot
 
     def maybe_reload(self) -> None:
-        """Reload if the manifest changed since the served snapshot (rate-limited)."""
+        """Start a reload in a worker thread if the manifest changed since the served
+        snapshot (rate-limited); never waits for it, so it may be called on the event loop."""
         now = time.monotonic()
         if now - self._last_check < self.check_every:
             return
         self._last_check = now
         try:
-            changed = self._manifest_mtime() != self.snapshot.manifest_mtime_ns
+            mtime = self._manifest_mtime()
         except OSError:
-            changed = False  # the index folder is being replaced; keep serving
-        if changed:
-            try:
-                self.reload()
-            except (OSError, ValueError, IndexModelMismatch):
-                pass  # reported by /health; the old snapshot keeps serving
+            return  # the index folder is being replaced; keep serving
+        if mtime in (self.snapshot.manifest_mtime_ns, self._refused_mtime) or \
+                self._reload_started.is_set() or self._reload_lock.locked():
+            return
+        self._reload_started.set()
+        threading.Thread(target=self._reload_quietly, name='index-reload', daemon=True).start()
+
+    def _reload_quietly(self) -> None:
+        try:
+            self.reload()
+        except (OSError, ValueError, IndexModelMismatch):
+            pass  # reported by /health; the old snapshot keeps serving
+        finally:
+            self._reload_started.clear()
 
     # -- queries ------------------------------------------------------------------------
     def submit(self, query: Optional[str], k: int) -> Future:
         """Check a request and queue it; the future holds its list of ``{path, score}``."""
-        if query is None or not query.strip():
-            raise BadRequest('the query is empty: pass q=<what to look for>')
+        if is_empty_query(query):
+            raise BadRequest('the query is empty (only spaces, control or zero-width '
+                             'characters): pass q=<what to look for>')
         if len(query) > MAX_QUERY_CHARS:
             raise BadRequest(f'the query has {len(query)} characters; at most '
                              f'{MAX_QUERY_CHARS} are accepted')
@@ -183,7 +219,8 @@ class SearchBackend:
                     export=os.path.abspath(self.retriever.export_dir),
                     fingerprint=self.retriever.fingerprint,
                     precision=self.retriever.precision,
-                    loaded_at=snapshot.loaded_at, reload_error=self.reload_error)
+                    loaded_at=snapshot.loaded_at, reload_error=self.reload_error,
+                    reloading=self._reload_lock.locked())
 
 
 def create_app(backend: SearchBackend):
@@ -209,9 +246,10 @@ def create_app(backend: SearchBackend):
         return backend.health()
 
     @app.post('/reload')
-    def reload():
+    async def reload():
+        # off the event loop: searches and /health keep being answered during a long load
         try:
-            backend.reload()
+            await asyncio.to_thread(backend.reload)
         except IndexModelMismatch as err:
             return JSONResponse(status_code=409, content=dict(detail=str(err)))
         except (OSError, ValueError) as err:

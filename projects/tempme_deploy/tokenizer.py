@@ -9,8 +9,8 @@ unescaping, whitespace, lower case) and the training pipeline's row layout
 ids equal ``OpenCLIPTokenize``'s (tested on a caption corpus).
 """
 import html
-import json
-from typing import Dict, List, Sequence, Tuple
+import unicodedata
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -18,6 +18,19 @@ import numpy as np
 SPLIT_PATTERN = (r"<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|"
                  r"[^\s\p{L}\p{N}]+")
 SOT, EOT = '<start_of_text>', '<end_of_text>'
+#: Longest token row accepted from an export (CLIP: 77); bounds the memory of a batch.
+MAX_CONTEXT_LENGTH = 2048
+
+
+def is_empty_query(text: Optional[str]) -> bool:
+    """Whether a query says nothing: only whitespace, separators, control or format
+    characters (NUL, zero-width spaces and joiners, byte-order marks).
+
+    The CLI and the service refuse such a query alike; encoded, it would still give an
+    embedding (of byte tokens nobody typed) and a confident-looking ranking.
+    """
+    return text is None or all(c.isspace() or unicodedata.category(c)[0] in 'CZ'
+                               for c in text)
 
 
 def clip_tokenizer_json(vocab: Dict[str, int], merges: Sequence[Tuple[str, str]]) -> str:
@@ -52,11 +65,24 @@ class ClipTokenizer:
 
     def __init__(self, tokenizer_json: str, context_length: int) -> None:
         from tokenizers import Tokenizer
-        if context_length < 2:
-            raise ValueError(f'context_length must be >= 2 (SOT and EOT), got {context_length}')
-        self._tokenizer = Tokenizer.from_str(tokenizer_json)
-        vocab = json.loads(tokenizer_json)['model']['vocab']
+        if isinstance(context_length, bool) or not isinstance(context_length, int) or \
+                not 2 <= context_length <= MAX_CONTEXT_LENGTH:
+            raise ValueError(f'context_length must be an integer in [2, {MAX_CONTEXT_LENGTH}] '
+                             f'(SOT and EOT included), got {context_length!r}')
+        try:
+            self._tokenizer = Tokenizer.from_str(tokenizer_json)
+        except Exception as err:  # noqa: BLE001 - tokenizers raises a bare Exception
+            raise ValueError(f'not a tokenizers JSON ({str(err).splitlines()[0][:200]})') \
+                from None
+        vocab = self._tokenizer.get_vocab(with_added_tokens=True)
+        missing = [t for t in (SOT, EOT) if t not in vocab]
+        if missing:
+            raise ValueError(f'the vocabulary has no {" or ".join(missing)} token')
         self.sot, self.eot = vocab[SOT], vocab[EOT]
+        # cut_padding finds each row's end by its largest id
+        if max(vocab.values()) != self.eot:
+            raise ValueError(f'{EOT} (id {self.eot}) is not the largest id of the vocabulary '
+                             f'({max(vocab.values())}), as CLIP\'s is')
         self.context_length = context_length
 
     def encode(self, texts: Sequence[str]) -> List[List[int]]:

@@ -57,5 +57,6 @@ def main(argv=None) -> None:
 if __name__ == '__main__':
     try:
         main()
-    except (FileNotFoundError, ExportFormatError, IndexModelMismatch, ValueError) as err:
+    # a bad index or export folder is named in one line at start-up, before serving
+    except (OSError, ExportFormatError, IndexModelMismatch, ValueError) as err:
         sys.exit(f'error: {err}')

@@ -5,8 +5,9 @@ modification time (nanoseconds) are the same, as ``make`` and ``rsync`` decide i
 reading every video to hash it would cost as much as decoding it.
 """
 import os
+import stat
 from dataclasses import asdict, dataclass
-from typing import Dict, Iterable, List, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 from ..video_files import VIDEO_EXTENSIONS
 
@@ -28,16 +29,46 @@ class FileStat:
         return asdict(self)
 
 
-def scan_videos(root: str, extensions: Iterable[str] = VIDEO_EXTENSIONS) -> List[FileStat]:
-    """Every video under ``root`` (recursively, extension case ignored), sorted by path."""
+#: What a non-regular file is, by its ``stat`` mode.
+_FILE_KINDS = ((stat.S_ISFIFO, 'FIFO'), (stat.S_ISSOCK, 'socket'),
+               (stat.S_ISCHR, 'character device'), (stat.S_ISBLK, 'block device'),
+               (stat.S_ISDIR, 'directory'))
+
+
+def _not_regular(mode: int) -> str:
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), 'other')
+    return f'not a regular file ({kind})'
+
+
+def scan_videos(root: str, extensions: Iterable[str] = VIDEO_EXTENSIONS,
+                skipped: Optional[Dict[str, str]] = None) -> List[FileStat]:
+    """Every video under ``root`` (recursively, extension case ignored), sorted by path.
+
+    Only regular files (symbolic links followed) are videos: a FIFO, socket or device named
+    ``*.mp4`` would block or never end the decoder that opens it, while the caller holds
+    the index lock. Those, and links that lead nowhere, are decided from ``os.stat`` alone
+    (never opened) and left out; ``skipped``, if given, receives path -> reason for each.
+    """
     if not os.path.isdir(root):
         raise NotADirectoryError(f'video folder not found: {root!r}')
     extensions = tuple(e.lower() for e in extensions)
     found = []
     for folder, _, files in os.walk(root):
         for name in files:
-            if name.lower().endswith(extensions):
-                found.append(FileStat.of(os.path.join(folder, name)))
+            if not name.lower().endswith(extensions):
+                continue
+            path = os.path.abspath(os.path.join(folder, name))
+            try:
+                st = os.stat(path)
+            except OSError as err:
+                reason = f'cannot be read ({err.strerror or err})'
+            else:
+                if stat.S_ISREG(st.st_mode):
+                    found.append(FileStat(path, st.st_size, st.st_mtime_ns))
+                    continue
+                reason = _not_regular(st.st_mode)
+            if skipped is not None:
+                skipped[path] = reason
     return sorted(found, key=lambda f: f.path)
 
 
