@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from projects.tempme import checkpoint as ckpt
 from projects.tempme.engine import (AtomicCheckpointHook, AtomicLocalBackend,
                                     CheckpointMismatchError, NonFiniteLossError, PEFTCheckpointHook,
-                                    StrictLoadHook, atomic_checkpoint)
+                                    StrictLoadHook, TempMeRunner, atomic_checkpoint)
 from projects.tempme.models import TempMeRetriever
 from projects.tempme_deploy.fileio import atomic_write
 from tests.conftest import TINY_CLIP
@@ -113,7 +113,7 @@ class Snapshot(Hook):
 def _toy_runner(work_dir, model, max_epochs=3, hooks=(), max_keep_ckpts=-1, resume_from=None,
                 **optim):
     """4 iterations per epoch, a checkpoint after every epoch."""
-    return Runner(
+    return TempMeRunner(
         load_from=resume_from,
         resume=resume_from is not None,
         model=model,
@@ -666,11 +666,11 @@ class _WeightMetric(BaseMetric):
         return dict(score=results[-1]['score'])
 
 
-def _growing_runner(work_dir: Path, resume: bool, max_epochs: int = 3) -> Runner:
+def _growing_runner(work_dir: Path, resume: bool, max_epochs: int = 3) -> TempMeRunner:
     loader = dict(dataset=[dict(inputs=torch.ones(1))] * 2, batch_size=1,
                   sampler=dict(type='DefaultSampler', shuffle=False),
                   collate_fn=dict(type='default_collate'))
-    return Runner(
+    return TempMeRunner(
         model=_GrowingModel(), work_dir=str(work_dir), train_dataloader=loader,
         val_dataloader=loader, val_evaluator=Evaluator([_WeightMetric()]),
         train_cfg=dict(by_epoch=True, max_epochs=max_epochs, val_interval=1), val_cfg=dict(),

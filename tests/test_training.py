@@ -11,6 +11,7 @@ import mmaction
 import pytest
 import torch
 
+from projects.tempme.checkpoint import safe_load_checkpoint
 from projects.tempme.evaluation import retrieval_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +46,7 @@ def trained(data_root, tmp_path_factory):
 
 
 def _weights(path):
-    return torch.load(path, map_location='cpu', weights_only=True)['state_dict']
+    return safe_load_checkpoint(path)['state_dict']
 
 
 def test_train_then_test_prints_all_metrics(trained, data_root, tmp_path):
