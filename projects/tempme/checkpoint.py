@@ -26,6 +26,8 @@ import torch
 from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.model import is_model_wrapper
 
+from ..tempme_deploy.fileio import resolves_inside
+
 __all__ = [
     'SAFE_CHECKPOINT_GLOBALS', 'CheckpointLoadError', 'CheckpointNotFoundError',
     'StateDictMismatch', 'UnsafeCheckpointError', 'cached_checkpoint_path', 'compare_state_dicts',
@@ -279,11 +281,6 @@ def safe_checkpoint_loading() -> Iterator[None]:
         mm_checkpoint.load_url = previous_url
 
 
-def _inside(path: str, root: str) -> bool:
-    path, root = os.path.realpath(path), os.path.realpath(root)
-    return os.path.commonpath([path, root]) == root
-
-
 def latest_checkpoint(work_dir: str) -> Optional[str]:
     """The checkpoint ``work_dir/last_checkpoint`` names, as a file inside ``work_dir``.
 
@@ -304,12 +301,12 @@ def latest_checkpoint(work_dir: str) -> Optional[str]:
         raise CheckpointLoadError(f'{record}: names {named!r}; resume reads checkpoints inside '
                                   'the work dir only, not URLs')
     candidate = named if os.path.isabs(named) else os.path.join(work_dir, named)
-    if not _inside(candidate, work_dir):
+    if not resolves_inside(candidate, work_dir):
         candidate = os.path.join(work_dir, os.path.basename(named))
     if not os.path.isfile(candidate):
         raise CheckpointNotFoundError(f'{record}: names {named!r}, which is not a file in '
                                       f'{work_dir!r}')
-    if not _inside(candidate, work_dir):
+    if not resolves_inside(candidate, work_dir):
         raise CheckpointLoadError(f'{record}: {candidate!r} leads outside the work dir '
                                   f'{work_dir!r} (a symlink); refusing to resume from it')
     return candidate

@@ -1,7 +1,8 @@
 """Atomic file writes: a reader sees the old file or the new one, never half of one.
 
 Used for checkpoints, metric files and similarity dumps, so a job killed while writing
-leaves the previous version intact under the final name.
+leaves the previous version intact under the final name. Also the one rule for whether a
+path in a folder handed over stays inside it once links are followed.
 """
 import hashlib
 import json
@@ -10,10 +11,17 @@ import os.path as osp
 import tempfile
 from typing import Callable, Dict, Type, Union
 
-__all__ = ['atomic_write', 'read_stamped_json', 'sha256_of', 'TMP_SUFFIX']
+__all__ = ['atomic_write', 'read_stamped_json', 'resolves_inside', 'sha256_of', 'TMP_SUFFIX']
 
 #: Suffix of the temporary files; ``.{name}.XXXX.tmp`` in the target's folder.
 TMP_SUFFIX = '.tmp'
+
+
+def resolves_inside(path: str, root: str) -> bool:
+    """Whether ``path`` lies inside ``root`` once symlinks are followed (``root`` may itself
+    be a link): a folder handed over must not make a reader open files elsewhere."""
+    real_root = osp.realpath(root)
+    return osp.commonpath([osp.realpath(path), real_root]) == real_root
 
 
 def _file_mode(path: str) -> int:

@@ -30,7 +30,7 @@ from mmaction.registry import TRANSFORMS
 from mmcv.transforms import BaseTransform
 from tqdm import tqdm
 
-from ...tempme_deploy.fileio import atomic_write
+from ...tempme_deploy.fileio import atomic_write, resolves_inside
 from .resize import PILResizeCenterCrop
 from .video_check import resolve_video_path
 
@@ -58,12 +58,6 @@ def cache_entry_path(cache_root: str, relative: str) -> str:
                               f'{cache_root!r}; annotation keys must be paths relative to '
                               'the video folder')
     return osp.join(cache_root, normalized + '.npy')
-
-
-def _inside(path: str, root: str) -> bool:
-    """``path`` lies inside ``root`` once symlinks are followed."""
-    path, root = osp.realpath(path), osp.realpath(root)
-    return osp.commonpath([path, root]) == root
 
 
 def check_entry(entry: object, rule: dict, where: str) -> dict:
@@ -322,7 +316,7 @@ class LoadCachedFrames(BaseTransform):
             raise FrameCacheError(f'{filename} changed since it was cached; run '
                                   'tools/data/cache_frames.py again')
         path = cache_entry_path(root, relative)
-        if osp.lexists(path) and not _inside(path, root):
+        if osp.lexists(path) and not resolves_inside(path, root):
             raise FrameCacheError(f'{path}: a symlink that leads outside the frame cache '
                                   f'{root!r}; refusing to read it')
         try:

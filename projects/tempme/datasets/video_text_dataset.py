@@ -33,6 +33,7 @@ from mmengine.fileio import exists, get
 from mmengine.logging import MMLogger
 from tqdm import tqdm
 
+from ...tempme_deploy.fileio import resolves_inside
 from .frame_cache import check_cached_resize
 from .transforms import OpenCLIPTokenize, truncated_captions
 from .video_check import VideoProbe, probe_videos, resolve_video_path, shard, unshard
@@ -156,14 +157,14 @@ def check_links_inside_root(annotation: Dict[str, List[str]], video_folder: str,
     """Refuse videos that are symlinks (or under symlinked folders) leading outside
     ``video_folder``: a relative key can still reach any file through a link. The folder
     itself may be a link (``data/msrvtt/videos -> /mnt/...``): it is resolved first."""
-    root = osp.realpath(video_folder or '.')
+    root = video_folder or '.'
     for video in annotation:
         path = resolve_video_path(osp.join(video_folder, video))
-        if osp.lexists(path) and osp.commonpath([osp.realpath(path), root]) != root:
+        if osp.lexists(path) and not resolves_inside(path, root):
             raise AnnotationError(
                 f'{ann_file}: video {video!r} is a link to {osp.realpath(path)!r}, outside the '
-                f'video folder {root!r}; set allow_paths_outside_root=True on the dataset if '
-                'the links are meant')
+                f'video folder {osp.realpath(root)!r}; set allow_paths_outside_root=True on '
+                'the dataset if the links are meant')
 
 
 def data_prefix_folder(dataset: Dict, key: str) -> Optional[str]:

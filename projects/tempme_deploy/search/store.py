@@ -20,7 +20,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..fileio import atomic_write, read_stamped_json
+from ..fileio import atomic_write, read_stamped_json, resolves_inside
 from .manifest import FileStat
 from .similarity import normalize_rows, select_top_k, top_k
 
@@ -43,10 +43,7 @@ class IndexBusyError(RuntimeError):
 def _refuse_links_out(path: str, directory: str) -> None:
     """An index file that is a link leading out of the index folder is not read: a folder
     handed over must not make the tools read (or the service serve) files elsewhere."""
-    if not os.path.lexists(path):
-        return
-    root = os.path.realpath(directory)
-    if os.path.commonpath([os.path.realpath(path), root]) != root:
+    if os.path.lexists(path) and not resolves_inside(path, directory):
         raise ValueError(f'{path}: a link to {os.path.realpath(path)!r}, outside the index '
                          'folder; refusing to read it')
 
