@@ -153,11 +153,10 @@ class VideoReader:
 
 
 def export_video_reader(info: Dict, export_dir: str) -> VideoReader:
-    """A reader for the pipeline an export folder records, each step checked as file data."""
+    """A reader for the pipeline an export folder records (``info`` as ``OnnxRetriever`` read
+    and schema-checked it), each step checked as file data."""
     source = os.path.join(export_dir, 'deploy.json')
-    pipeline = checked_file_config(info.get('video_pipeline'), source, 'video_pipeline')
-    if not isinstance(pipeline, list) or not pipeline:
-        raise ValueError(f'{source}: video_pipeline is not a list of pipeline steps')
+    pipeline = checked_file_config(info['video_pipeline'], source, 'video_pipeline')
     return VideoReader(Config(dict(test_pipeline=pipeline)))
 
 
