@@ -582,8 +582,8 @@ def test_constant_model_gets_the_worst_ranks(num_videos: int, logs: LogRecords) 
     out = metric.compute_metrics(metric.results)
     assert out['t2v_R1'] == 0.0 and out['v2t_R1'] == 0.0
     assert out['t2v_MdR'] == num_videos and out['t2v_MnR'] == num_videos
-    # v2t: the best own caption ties with every caption of the other videos.
-    assert out['v2t_MdR'] == out['v2t_MnR'] == 1 + 2 * (num_videos - 1)
+    # v2t: the best own caption ties with the best caption of every other video.
+    assert out['v2t_MdR'] == out['v2t_MnR'] == num_videos
     assert out['dsl_t2v_R1'] == 0.0 and out['dsl_v2t_R1'] == 0.0
     assert out['t2v_R10'] == (100.0 if num_videos <= 10 else 0.0)
     warning = logs.text(logging.WARNING)

@@ -11,26 +11,47 @@ Conventions
   perfect recall.
 * The matrix is processed in blocks of rows, so only a bounded boolean mask exists
   beside ``sim`` at any time (60k x 10k fits in the memory of the matrix itself).
+
+Conventions that matter only when a video has several captions (MSVD's test split, not
+MSR-VTT 1k-A, whose videos have one caption each), chosen by name:
+
+* ``v2t_convention``: ``'clip4clip'`` (default; the published TempMe and CLIP4Clip code)
+  ranks a video's best caption against the *best caption of each other video*, so the
+  rank is among videos; ``'all_captions'`` ranks it against *every caption* of the other
+  videos, so the rank is among captions. Both agree with one caption per video.
+* ``mdr_convention``: ``'published'`` (default) is the median the published code
+  reports: ``torch.median``, the lower of the two middle ranks, for text-to-video when
+  some video has several captions, and ``numpy.median``, the mean of the two middle
+  ranks, otherwise (one caption per video, and video-to-text always).
+  ``'mean_of_middle'`` and ``'lower_middle'`` force one rule for both directions.
 """
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-__all__ = ['retrieval_metrics', 'recall_from_ranks', 'dual_softmax']
+__all__ = ['retrieval_metrics', 'recall_from_ranks', 'dual_softmax', 'V2T_CONVENTIONS',
+           'MDR_CONVENTIONS']
 
 RECALL_AT = (1, 5, 10)
+V2T_CONVENTIONS = ('clip4clip', 'all_captions')
+MDR_CONVENTIONS = ('published', 'mean_of_middle', 'lower_middle')
+_MEDIANS = ('mean_of_middle', 'lower_middle')
 
 # Upper bound on the number of elements of the temporary masks built per block.
 _BLOCK_ELEMENTS = 1 << 22
 
 
-def recall_from_ranks(ranks: Tensor, prefix: str) -> Dict[str, float]:
+def recall_from_ranks(ranks: Tensor, prefix: str,
+                      median: str = 'mean_of_middle') -> Dict[str, float]:
     """Turn 1-based ranks into ``{prefix}_R1/_R5/_R10`` (percent), ``_MdR`` and ``_MnR``.
 
-    The median of an even number of ranks is the mean of the two middle ones (the
-    usual ``numpy.median`` convention of retrieval papers).
+    The median of an even number of ranks is the mean of the two middle ones
+    (``median='mean_of_middle'``, ``numpy.median``) or the lower one
+    (``'lower_middle'``, ``torch.median``); both agree on an odd number.
     """
+    if median not in _MEDIANS:
+        raise ValueError(f'median must be one of {_MEDIANS}, got {median!r}')
     if ranks.numel() == 0:
         raise ValueError(f'{prefix}: no ranks to summarise')
     ranks = ranks.reshape(-1).to(torch.float64)
@@ -38,8 +59,11 @@ def recall_from_ranks(ranks: Tensor, prefix: str) -> Dict[str, float]:
            for k in RECALL_AT}
     ordered = ranks.sort().values
     n = ordered.numel()
-    median = (ordered[(n - 1) // 2] + ordered[n // 2]) / 2.0
-    out[f'{prefix}_MdR'] = float(median)
+    if median == 'lower_middle':
+        median_value = ordered[(n - 1) // 2]
+    else:
+        median_value = (ordered[(n - 1) // 2] + ordered[n // 2]) / 2.0
+    out[f'{prefix}_MdR'] = float(median_value)
     out[f'{prefix}_MnR'] = float(ranks.mean())
     return out
 
@@ -133,7 +157,14 @@ def _t2v_ranks(sim: Tensor, caption_to_video: Tensor, index: Optional[Tensor],
     return torch.cat(ranks)
 
 
-def _v2t_ranks(sim: Tensor, caption_to_video: Tensor, rows: int) -> Tensor:
+def _best_gt_scores(sim: Tensor, caption_to_video: Tensor) -> Tuple[Tensor, Tensor]:
+    """Each caption's ground-truth score, and each video's best one (-inf if none)."""
+    gt_scores = sim.gather(1, caption_to_video[:, None]).reshape(-1)
+    best = torch.full((sim.shape[1],), float('-inf'), dtype=sim.dtype, device=sim.device)
+    return gt_scores, best.scatter_reduce(0, caption_to_video, gt_scores, reduce='amax')
+
+
+def _v2t_ranks_all_captions(sim: Tensor, caption_to_video: Tensor, rows: int) -> Tensor:
     """Rank of each video's best ground-truth caption among the non-ground-truth ones.
 
     With ``m_v`` the best ground-truth score of video ``v``, the rank is
@@ -143,9 +174,7 @@ def _v2t_ranks(sim: Tensor, caption_to_video: Tensor, rows: int) -> Tensor:
     Videos without captions are left out.
     """
     num_videos = sim.shape[1]
-    gt_scores = sim.gather(1, caption_to_video[:, None]).reshape(-1)
-    best = torch.full((num_videos,), float('-inf'), dtype=sim.dtype, device=sim.device)
-    best = best.scatter_reduce(0, caption_to_video, gt_scores, reduce='amax')
+    gt_scores, best = _best_gt_scores(sim, caption_to_video)
     at_or_above = torch.zeros(num_videos, dtype=torch.long, device=sim.device)
     for start in range(0, sim.shape[0], rows):
         at_or_above += (sim[start:start + rows] >= best[None, :]).sum(dim=0)
@@ -156,10 +185,44 @@ def _v2t_ranks(sim: Tensor, caption_to_video: Tensor, rows: int) -> Tensor:
     return (1 + at_or_above - gt_at_best)[has_caption]
 
 
+def _v2t_ranks_clip4clip(sim: Tensor, caption_to_video: Tensor, rows: int) -> Tensor:
+    """Rank of each video among videos: ``1 + #{u != v : max_{c of u} sim[c, v] >= m_v}``.
+
+    Each other video competes once, with its best caption for ``v`` (the published
+    code takes the max over a video's captions before ranking). ``hit[u, v]`` records
+    whether some caption of ``u`` reaches ``m_v``; ``hit[v, v]`` always does. Videos
+    without captions are left out, and never compete.
+    """
+    num_videos = sim.shape[1]
+    _, best = _best_gt_scores(sim, caption_to_video)
+    hit = torch.zeros(num_videos, num_videos, dtype=torch.uint8, device=sim.device)
+    for start in range(0, sim.shape[0], rows):
+        reached = (sim[start:start + rows] >= best[None, :]).to(torch.uint8)
+        owner = caption_to_video[start:start + rows, None].expand_as(reached)
+        hit.scatter_reduce_(0, owner, reached, reduce='amax')
+    competitors = hit.sum(dim=0) - hit.diagonal()
+    has_caption = torch.bincount(caption_to_video, minlength=num_videos) > 0
+    return (1 + competitors.long())[has_caption]
+
+
+def _check_choice(name: str, value: str, choices: Tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f'{name} must be one of {choices}, got {value!r}')
+
+
+def _medians(convention: str, several_captions: bool) -> Tuple[str, str]:
+    """The (text-to-video, video-to-text) median rules of an ``mdr_convention``."""
+    if convention == 'published':
+        return ('lower_middle' if several_captions else 'mean_of_middle'), 'mean_of_middle'
+    return convention, convention
+
+
 def retrieval_metrics(sim: Tensor,
                       caption_to_video: Tensor,
                       captions: Optional[Tensor] = None,
                       *,
+                      v2t_convention: str = 'clip4clip',
+                      mdr_convention: str = 'published',
                       block_rows: Optional[int] = None) -> Dict[str, float]:
     """Text-to-video and video-to-text R@1/5/10 (percent), MdR, MnR and R_sum.
 
@@ -172,6 +235,10 @@ def retrieval_metrics(sim: Tensor,
             class of captions on their own; every video stays a candidate. The
             video-to-text side always uses the full matrix, because a video's
             ranking of captions is defined against all captions.
+        v2t_convention: ``'clip4clip'`` or ``'all_captions'`` (module docstring).
+        mdr_convention: ``'published'``, ``'mean_of_middle'`` or ``'lower_middle'``
+            (module docstring). "Several captions" means some video of the whole
+            matrix has more than one, whatever the ``captions`` subset.
         block_rows: rows per processing block; by default chosen so that the
             temporary masks hold about 4M elements.
 
@@ -183,8 +250,10 @@ def retrieval_metrics(sim: Tensor,
 
     Raises:
         ValueError: empty matrix, shape mismatch, out-of-range video index,
-            non-finite scores, or an empty captions subset.
+            non-finite scores, an empty captions subset, or an unknown convention.
     """
+    _check_choice('v2t_convention', v2t_convention, V2T_CONVENTIONS)
+    _check_choice('mdr_convention', mdr_convention, MDR_CONVENTIONS)
     caption_to_video = _validate(sim, caption_to_video)
     if not sim.is_floating_point():
         sim = sim.float()
@@ -194,8 +263,14 @@ def retrieval_metrics(sim: Tensor,
     if captions is not None:
         index = _caption_indices(captions, sim.shape[0], sim.device)
 
-    metrics = recall_from_ranks(_t2v_ranks(sim, caption_to_video, index, rows), 't2v')
-    metrics.update(recall_from_ranks(_v2t_ranks(sim, caption_to_video, rows), 'v2t'))
+    several = bool((torch.bincount(caption_to_video) > 1).any())
+    t2v_median, v2t_median = _medians(mdr_convention, several)
+    v2t_ranks = (_v2t_ranks_clip4clip if v2t_convention == 'clip4clip'
+                 else _v2t_ranks_all_captions)
+    metrics = recall_from_ranks(_t2v_ranks(sim, caption_to_video, index, rows), 't2v',
+                                t2v_median)
+    metrics.update(recall_from_ranks(v2t_ranks(sim, caption_to_video, rows), 'v2t',
+                                     v2t_median))
     metrics['R_sum'] = sum(metrics[f'{side}_R{k}'] for side in ('t2v', 'v2t')
                            for k in RECALL_AT)
     return metrics

@@ -10,6 +10,12 @@ Input contract (from the retriever's ``predict``): every data sample, a dict or 
 
 Keeping the captions with their video makes the caption -> video index implicit and
 survives any sharding of the split across ranks.
+
+The result names how it was obtained: the ranking conventions always (in the JSON file),
+and the evaluation protocol when one is set (``protocol``, see
+:mod:`projects.tempme.evaluation.protocols`): in the log line, the JSON file and, as the
+string ``{prefix}/protocol``, the returned dict, which mmengine logs and dumps with the
+test metrics (non-scalar values never reach the scalar logs or best-checkpoint choice).
 """
 import json
 from typing import Any, Dict, List, Optional, Sequence
@@ -21,7 +27,7 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger
 
 from ...tempme_deploy.fileio import atomic_write
-from .ranking import RECALL_AT, dual_softmax, retrieval_metrics
+from .ranking import MDR_CONVENTIONS, RECALL_AT, V2T_CONVENTIONS, dual_softmax, retrieval_metrics
 
 _REQUIRED = ('video_feat', 'text_feats', 'video_index')
 
@@ -93,7 +99,15 @@ class RetrievalMetric(BaseMetric):
         dsl: also report the metrics of the dual-softmax re-ranked matrix under
             ``dsl_``-prefixed keys (see :func:`~.ranking.dual_softmax`).
         dsl_temperature: temperature of the dual softmax.
-        out_file: if given, the metrics dict is written there as JSON.
+        v2t_convention: ``'clip4clip'`` (a video's best caption against each other
+            video's best caption, as the published code ranks) or ``'all_captions'``
+            (against every caption); they differ only when a video has several captions.
+        mdr_convention: ``'published'`` (the published code's median rank),
+            ``'mean_of_middle'`` or ``'lower_middle'``; see :mod:`.ranking`.
+        protocol: name of the evaluation protocol these numbers belong to (``'paper'``,
+            ``'clean'``), reported with them; the protocol's train loop sets it.
+        out_file: if given, the metrics dict is written there as JSON, with the
+            conventions and the protocol.
         dump_sim: if given, ``{'sim': Tensor, 'caption_to_video': Tensor}`` is
             saved there with ``torch.save`` (for offline analysis).
         collect_device, prefix, collect_dir: see ``mmengine.evaluator.BaseMetric``.
@@ -104,6 +118,9 @@ class RetrievalMetric(BaseMetric):
     def __init__(self,
                  dsl: bool = False,
                  dsl_temperature: float = 100.0,
+                 v2t_convention: str = 'clip4clip',
+                 mdr_convention: str = 'published',
+                 protocol: Optional[str] = None,
                  out_file: Optional[str] = None,
                  dump_sim: Optional[str] = None,
                  collect_device: str = 'cpu',
@@ -111,8 +128,15 @@ class RetrievalMetric(BaseMetric):
                  collect_dir: Optional[str] = None) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix,
                          collect_dir=collect_dir)
+        for name, value, choices in (('v2t_convention', v2t_convention, V2T_CONVENTIONS),
+                                     ('mdr_convention', mdr_convention, MDR_CONVENTIONS)):
+            if value not in choices:
+                raise ValueError(f'{name} must be one of {choices}, got {value!r}')
         self.dsl = dsl
         self.dsl_temperature = dsl_temperature
+        self.v2t_convention = v2t_convention
+        self.mdr_convention = mdr_convention
+        self.protocol = protocol
         self.out_file = out_file
         self.dump_sim = dump_sim
 
@@ -159,7 +183,7 @@ class RetrievalMetric(BaseMetric):
                 f'only 1 video ({num_captions} captions) was evaluated: text-to-video '
                 'recall is 100% by construction')
 
-    def compute_metrics(self, results: List[Dict[str, Any]]) -> Dict[str, float]:
+    def compute_metrics(self, results: List[Dict[str, Any]]) -> Dict[str, Any]:
         """Order videos by dataset index, drop padding duplicates, rank, report."""
         if not results:
             raise ValueError('no videos were evaluated (empty split?)')
@@ -184,18 +208,23 @@ class RetrievalMetric(BaseMetric):
         _warn_collapsed(texts, 'caption', logger)
         sim = texts @ videos.T
 
-        metrics = retrieval_metrics(sim, caption_to_video)
-        logger.info(f'retrieval ({len(items)} videos, {texts.shape[0]} captions): '
+        conventions = dict(v2t_convention=self.v2t_convention,
+                           mdr_convention=self.mdr_convention)
+        metrics: Dict[str, Any] = retrieval_metrics(sim, caption_to_video, **conventions)
+        protocol = f', {self.protocol} protocol' if self.protocol else ''
+        logger.info(f'retrieval ({len(items)} videos, {texts.shape[0]} captions{protocol}): '
                     f'{format_metrics(metrics)}')
         if self.dsl:
             dsl_metrics = retrieval_metrics(
-                dual_softmax(sim, self.dsl_temperature), caption_to_video)
+                dual_softmax(sim, self.dsl_temperature), caption_to_video, **conventions)
             dsl_metrics = {f'dsl_{key}': value for key, value in dsl_metrics.items()}
             logger.info(f'retrieval with DSL: {format_metrics(dsl_metrics, "dsl_")}')
             metrics.update(dsl_metrics)
 
+        if self.protocol:
+            metrics['protocol'] = self.protocol
         if self.out_file:
-            text = json.dumps(metrics, indent=2)
+            text = json.dumps({**metrics, **conventions}, indent=2)
 
             def write_json(path: str) -> None:
                 with open(path, 'w') as f:
