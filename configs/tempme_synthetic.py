@@ -57,8 +57,11 @@ max_epochs = 6
 # (mmengine validates after the last epoch whatever val_interval says; val_begin stops it)
 train_cfg = dict(max_epochs=max_epochs, val_begin=max_epochs + 1)
 # lr chosen on the validation split for both methods (`tools/demo.py --split val`, README)
+# torch's AdamW on the true gradient (the modern recipe, _base_/schedules/adamw_cosine_5e.py).
 optim_wrapper = dict(
-    optimizer=dict(lr=5e-4, weight_decay=0.05),
+    optimizer=dict(_delete_=True, type='AdamW', lr=5e-4, weight_decay=0.05, betas=(0.9, 0.98),
+                   eps=1e-6, fused=True),
+    grad_scale=1.0,
     # the temporal embeddings are the only path for frame order: let them move faster
     paramwise_cfg=dict(custom_keys={'temporal_embedding': dict(lr_mult=10.0, decay_mult=0.0)}))
 param_scheduler = [dict(type='WarmupCosineLR', warmup_ratio=0.1, start_factor=1e-2, by_epoch=True,

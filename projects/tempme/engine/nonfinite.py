@@ -13,6 +13,14 @@ before ``optimizer.step``:
 
 Every process takes the same decision (the loss check is reduced over the process group;
 the gradients are already reduced by DDP), so a skip never desynchronises a distributed run.
+
+Both wrappers also take ``grad_scale``: the gradient that is clipped and stepped is the
+gradient of the loss times ``grad_scale``. This project's loss gives the true gradient of
+the global batch's loss on any number of processes; the published TempMe code gives that
+divided by its world size (its feature gather keeps only the local slice in backward and
+DDP averages), which changes what a clipping threshold means. ``grad_scale`` states that
+scale in the config instead of leaving it to the number of GPUs. The logged loss is not
+scaled.
 """
 import math
 import os.path as osp
@@ -82,7 +90,12 @@ class _NonFiniteGuard:
     #: Whether ``step`` checks the gradient norm (AMP's loss scaler does that itself).
     check_grads = True
 
-    def _init_guard(self, on_nonfinite: str, max_consecutive_skips: int) -> None:
+    def _init_guard(self, on_nonfinite: str, max_consecutive_skips: int,
+                    grad_scale: float) -> None:
+        if not (isinstance(grad_scale, (int, float)) and math.isfinite(grad_scale)
+                and grad_scale > 0):
+            raise ValueError(f'optim_wrapper.grad_scale must be a number > 0, got {grad_scale!r}')
+        self.grad_scale = float(grad_scale)
         if on_nonfinite not in ON_NONFINITE:
             raise ValueError(f'optim_wrapper.on_nonfinite must be one of {ON_NONFINITE}, got '
                              f'{on_nonfinite!r}')
@@ -94,6 +107,11 @@ class _NonFiniteGuard:
         self.skipped_steps = 0
         self.consecutive_skips = 0
         self._window_has_grads = False  # a good micro-batch added gradients since the last step
+
+    def scale_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        """mmengine's accumulation scaling, times ``grad_scale``."""
+        loss = super().scale_loss(loss)
+        return loss if self.grad_scale == 1.0 else loss * self.grad_scale
 
     def update_params(self, loss: torch.Tensor, step_kwargs: Optional[Dict] = None,
                       zero_kwargs: Optional[Dict] = None) -> None:
@@ -170,13 +188,14 @@ class GuardedOptimWrapper(_NonFiniteGuard, OptimWrapper):
     Args:
         on_nonfinite: ``'stop'`` (raise :class:`NonFiniteLossError`) or ``'skip'``.
         max_consecutive_skips: in skip mode, stop after more bad steps than this in a row.
+        grad_scale: multiplies the gradient before clipping and stepping (module docstring).
         **kwargs: :class:`mmengine.optim.OptimWrapper` arguments.
     """
 
     def __init__(self, *args, on_nonfinite: str = 'stop', max_consecutive_skips: int = 10,
-                 **kwargs) -> None:
+                 grad_scale: float = 1.0, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._init_guard(on_nonfinite, max_consecutive_skips)
+        self._init_guard(on_nonfinite, max_consecutive_skips, grad_scale)
 
 
 @OPTIM_WRAPPERS.register_module()
@@ -190,6 +209,6 @@ class GuardedAmpOptimWrapper(_NonFiniteGuard, AmpOptimWrapper):
     check_grads = False
 
     def __init__(self, *args, on_nonfinite: str = 'stop', max_consecutive_skips: int = 10,
-                 **kwargs) -> None:
+                 grad_scale: float = 1.0, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._init_guard(on_nonfinite, max_consecutive_skips)
+        self._init_guard(on_nonfinite, max_consecutive_skips, grad_scale)

@@ -1,4 +1,6 @@
 """Video-level heads: pool the per-frame CLS features of a video encoder."""
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from mmaction.registry import MODELS
@@ -10,11 +12,21 @@ from torch import nn
 class MeanCLSHead(nn.Module):
     """TempMe's pooling: L2-normalise each frame's CLS feature, then average.
 
-    The mean is not renormalised; the similarity normalises it.
+    The mean is not renormalised; the similarity normalises it. With ``frame_mask``
+    (B, T), padded frames (mask 0) are left out of the average, as the published code
+    does for clips padded to the frame count; a clip with no valid frame gives zeros.
     """
 
-    def forward(self, frame_feats: torch.Tensor) -> torch.Tensor:
-        return F.normalize(frame_feats, dim=-1).mean(dim=1)
+    def forward(self, frame_feats: torch.Tensor,
+                frame_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        feats = F.normalize(frame_feats, dim=-1)
+        if frame_mask is None:
+            return feats.mean(dim=1)
+        if frame_mask.shape != feats.shape[:2]:
+            raise ValueError(f'frame_mask has shape {tuple(frame_mask.shape)}, expected '
+                             f'{tuple(feats.shape[:2])} (batch, frames)')
+        weights = frame_mask.to(feats.dtype).unsqueeze(-1)
+        return (feats * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
 @MODELS.register_module()
@@ -47,9 +59,10 @@ class SeqTransfHead(nn.Module):
             nn.init.zeros_(block.mlp.c_proj.bias)
         self.pool = MeanCLSHead()
 
-    def forward(self, frame_feats: torch.Tensor) -> torch.Tensor:
+    def forward(self, frame_feats: torch.Tensor,
+                frame_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         if frame_feats.shape[1] > self.frame_position.shape[0]:
             raise ValueError(f'{frame_feats.shape[1]} frames but the head has position '
                              f'embeddings for {self.frame_position.shape[0]}')
         hidden = frame_feats + self.frame_position[:frame_feats.shape[1]].to(frame_feats.dtype)
-        return self.pool(frame_feats + self.transformer(hidden) - hidden)
+        return self.pool(frame_feats + self.transformer(hidden) - hidden, frame_mask)

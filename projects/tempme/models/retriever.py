@@ -1,4 +1,5 @@
 """The text-video retrieval model: CLIP text tower + TempMe video tower + contrastive loss."""
+import math
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
@@ -7,8 +8,10 @@ import torch.distributed.nn.functional as dist_fn
 import torch.nn.functional as F
 from mmaction.registry import MODELS
 from mmengine.model import BaseModel
+from mmengine.optim import OptimWrapper
 
 from .clip_loading import build_open_clip
+from .grad_cache import cached_contrastive_step, chunk_slices
 from .lora import inject_lora, is_lora_parameter
 from .text_encoder import CLIPTextEncoder
 
@@ -43,12 +46,19 @@ class TempMeRetriever(BaseModel):
             ``None`` for no adapters.
         train_mode: ``'peft'`` trains LoRA, temporal embeddings and head parameters
             only; ``'full'`` trains every weight.
-        max_logit_scale: clamp of the learned temperature (CLIP uses 100).
+        max_logit_scale: clamp of the learned temperature (CLIP uses 100). As in CLIP's
+            and TempMe's training code, the parameter is clamped after every optimizer
+            step (:meth:`train_step`), not in the forward pass.
+        train_chunk_size: encode each process's training batch this many samples at a
+            time with gradient caching (:mod:`~projects.tempme.models.grad_cache`): the
+            same update as the whole batch at once, with the activation memory of one
+            chunk. ``None`` encodes the batch at once.
     """
 
     def __init__(self, clip: dict, video_encoder: dict,
                  head: dict = dict(type='MeanCLSHead'), lora: Optional[dict] = dict(rank=8),
                  train_mode: str = 'peft', max_logit_scale: float = 100.0,
+                 train_chunk_size: Optional[int] = None,
                  data_preprocessor: Optional[dict] = dict(type='RetrievalDataPreprocessor'),
                  init_cfg: Optional[dict] = None) -> None:
         if isinstance(data_preprocessor, dict):
@@ -65,6 +75,9 @@ class TempMeRetriever(BaseModel):
         self.logit_scale = clip_model.logit_scale
         self.max_logit_scale = max_logit_scale
         self.train_mode = train_mode
+        if train_chunk_size is not None:
+            chunk_slices(1, train_chunk_size)  # validates the value now, not at the first step
+        self.train_chunk_size = train_chunk_size
         if lora is not None:
             inject_lora(self, **lora)
         for name, param in self.named_parameters():
@@ -85,17 +98,35 @@ class TempMeRetriever(BaseModel):
     def encode_text(self, text: torch.Tensor) -> torch.Tensor:
         return self.text_encoder(text)
 
-    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
-        return self.head(self.video_encoder(video))
+    def encode_video(self, video: torch.Tensor,
+                     video_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B, embed) video features; ``video_mask`` (B, T) leaves padded frames out."""
+        return self.head(self.video_encoder(video), video_mask)
 
     def scale(self) -> torch.Tensor:
-        return self.logit_scale.exp().clamp(max=self.max_logit_scale)
+        return self.logit_scale.exp()
+
+    @torch.no_grad()
+    def clamp_logit_scale_(self) -> None:
+        """Keep the temperature at most ``max_logit_scale`` (after each optimizer step)."""
+        self.logit_scale.clamp_(max=math.log(self.max_logit_scale))
+
+    def train_step(self, data: Union[dict, tuple, list],
+                   optim_wrapper: OptimWrapper) -> Dict[str, torch.Tensor]:
+        """mmengine's step (or the gradient-cached one), then the temperature clamp."""
+        if self.train_chunk_size is None:
+            log_vars = super().train_step(data, optim_wrapper)
+        else:
+            log_vars = cached_contrastive_step(self, self, data, optim_wrapper,
+                                               self.train_chunk_size)
+        self.clamp_logit_scale_()
+        return log_vars
 
     # -- mmengine interface -------------------------------------------------------
     def forward(self, inputs: Dict[str, torch.Tensor], data_samples: Optional[List] = None,
                 mode: str = 'tensor') -> Union[Dict[str, torch.Tensor], List, tuple]:
         text = self.encode_text(inputs['text'])
-        video = self.encode_video(inputs['video'])
+        video = self.encode_video(inputs['video'], inputs.get('video_mask'))
         if mode == 'tensor':
             return text, video
         if mode == 'loss':
