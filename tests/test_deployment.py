@@ -364,8 +364,8 @@ def test_onnx_backend_indexes_and_ranks_as_pytorch(indexed, tiny_export):
     for text in ('a red circle', 'something green moving', 'yellow'):
         eager = search_tool.query_index(torch_index, text, top_k=6)
         onnx = search_tool.query_index(torch_index, text, top_k=6, onnx=export)
-        assert [p for p, _ in onnx] == [p for p, _ in eager]
-        np.testing.assert_allclose([s for _, s in onnx], [s for _, s in eager], atol=1e-4)
+        assert [h.path for h in onnx] == [h.path for h in eager]
+        np.testing.assert_allclose([h.score for h in onnx], [h.score for h in eager], atol=1e-4)
 
 
 # -- the HTTP service -----------------------------------------------------------------------
@@ -451,8 +451,8 @@ def test_service_answers_as_the_search_tool_without_the_training_stack(server, t
                                        onnx=tiny_export[1])
     status, hits = srv.search('a blue circle', 4)
     assert status == 200
-    assert [(h['path'], h['score']) for h in hits] == [(p, pytest.approx(s, abs=1e-6))
-                                                       for p, s in expected]
+    assert [(h['path'], h['start'], h['end'], h['score']) for h in hits] == [
+        (m.path, m.start, m.end, pytest.approx(m.score, abs=1e-6)) for m in expected]
     # 8 clients at once, 32 queries (encoded in batches): every answer is the one a single
     # client gets, scores to float rounding
     queries = [f'circle number {i % 4}' + ' and more' * (i % 3) for i in range(32)]

@@ -12,7 +12,7 @@ import threading
 import numpy as np
 import pytest
 
-from projects.tempme_deploy.search import FileStat, VideoIndex, scan_videos
+from projects.tempme_deploy.search import FileStat, Moment, VideoIndex, scan_videos
 from projects.tempme_deploy.tokenizer import is_empty_query
 from tests.conftest import write_circle_video
 from tools import search as search_tool
@@ -178,7 +178,7 @@ def test_a_contact_sheet_never_opens_a_fifo_the_index_names(tmp_path):
     """The paths of a hit come from the index folder: a FIFO there gets a grey row."""
     os.mkfifo(tmp_path / 'hit.mp4')
     worker = threading.Thread(target=search_tool.draw_contact_sheet, daemon=True, args=(
-        [(str(tmp_path / 'hit.mp4'), 0.5)], 'a dog', str(tmp_path / 'sheet.png')))
+        [Moment(str(tmp_path / 'hit.mp4'), 0.0, 12.0, 0.5)], 'a dog', str(tmp_path / 'sheet.png')))
     worker.start()
     worker.join(timeout=120)
     assert not worker.is_alive(), 'the contact sheet opened the FIFO'

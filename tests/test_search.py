@@ -76,21 +76,21 @@ def test_index_round_trip_and_atomic_saves(tmp_path, monkeypatch):
     loaded = VideoIndex.load(index.directory)
     assert loaded.files == index.files
     np.testing.assert_allclose(np.linalg.norm(loaded.embeddings, axis=1), 1, rtol=1e-6)
-    index.keep_rows([2, 0])
+    index.keep_files([2, 0])
     index.save()
     assert sorted(os.listdir(index.directory))[0].startswith('embeddings-')
-    assert len(os.listdir(index.directory)) == 2  # the old embeddings file is gone
+    assert len(os.listdir(index.directory)) == 3  # the old array files are gone
 
     # a save that dies while writing leaves the last saved index as it was
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
-    index.keep_rows([0])
+    index.keep_files([0])
     monkeypatch.setattr(store_module.np, 'save', crash)
     with pytest.raises(KeyboardInterrupt):
         index.save()
     survivor = VideoIndex.load(index.directory)
     assert [f.path for f in survivor.files] == ['/v/2.mp4', '/v/0.mp4']
-    assert len(os.listdir(index.directory)) == 2  # no temporary file left behind
+    assert len(os.listdir(index.directory)) == 3  # no temporary file left behind
 
 
 def test_index_refuses_another_model(tmp_path):
@@ -144,14 +144,15 @@ def test_query_ranks_by_cosine_and_prints_json_and_sheet(tmp_path, videos, capsy
     hits = search_tool.main(['query', index_dir, 'a red circle', '--top-k', '2', '--json',
                              '--sheet', str(tmp_path / 'sheet.png')])
     printed = json.loads(capsys.readouterr().out)
-    assert [r['path'] for r in printed['results']] == [p for p, _ in hits]
+    assert [r['path'] for r in printed['results']] == [h.path for h in hits]
+    assert all(r['start'] == 0 and r['end'] == pytest.approx(1.6) for r in printed['results'])
     assert [r['rank'] for r in printed['results']] == [1, 2]
 
     index = VideoIndex.load(index_dir)
     query = encode_texts(init_retriever(CONFIG), ['a red circle'])[0].numpy()
     expected = _brute_force(index.embeddings, query, 2)
-    assert [p for p, _ in hits] == [index.files[i].path for i in expected]
-    np.testing.assert_allclose([s for _, s in hits], index.embeddings[expected] @ query,
+    assert [h.path for h in hits] == [index.files[i].path for i in expected]
+    np.testing.assert_allclose([h.score for h in hits], index.embeddings[expected] @ query,
                                rtol=1e-5)
     sheet = cv2.imread(str(tmp_path / 'sheet.png'))
     assert sheet is not None and sheet.shape[0] > 100 and sheet.shape[1] > 100
@@ -330,7 +331,7 @@ def test_search_many_ranks_each_query_as_search_does(tmp_path):
     ks = [1, 10, 300, 400, 7]
     for query, k, hits in zip(queries, ks, index.search_many(queries, ks)):
         alone = index.search(query, k)
-        assert [p for p, _ in hits] == [p for p, _ in alone]
-        np.testing.assert_allclose([s for _, s in hits], [s for _, s in alone], atol=1e-6)
+        assert [h.path for h in hits] == [h.path for h in alone]
+        np.testing.assert_allclose([h.score for h in hits], [h.score for h in alone], atol=1e-6)
     assert VideoIndex(str(tmp_path), dict(fingerprint='f')).search_many(queries, ks) == \
         [[]] * 5

@@ -1,9 +1,12 @@
 """An HTTP text-to-video search service over a video index and an ONNX export.
 
-``GET /search?q=...&k=...`` answers a JSON list of ``{"path", "score"}``, best first;
-``GET /health`` says what is served; ``POST /reload`` re-reads the index. The index
-is also re-read when its manifest changes on disk (checked at most once a second), so
-``tools/search.py index`` can update a served index in place.
+``GET /search?q=...&k=...[&per_video=N]`` answers a JSON list of moments ``{"path", "start",
+"end", "score"}`` (seconds; overlapping windows of a video merged into one moment, at most
+``per_video`` per video), best first, from the same ranking as ``tools/search.py query``
+(approximate search when the index has it); ``GET /health`` says what is served;
+``POST /reload`` re-reads the index. The index is also re-read when its manifest changes on
+disk (checked at most once a second), so ``tools/search.py index`` can update a served index
+in place.
 
 A reload never serves a half-written index: an index save writes the embeddings file
 before it atomically replaces the manifest naming it, and a reload builds a whole new
@@ -145,6 +148,7 @@ class SearchBackend:
         # same fingerprint but another width: a damaged or crafted index, refused before
         # it is swapped in (every query would fail on it)
         index.check_dim(self.retriever.dim, f'the export {self.retriever.export_dir!r}')
+        index.ann  # an index with approximate search builds its IVF here, not in a query
         return Snapshot(index, mtime, time.time())
 
     def reload(self) -> Snapshot:
@@ -193,8 +197,9 @@ class SearchBackend:
             self._reload_started.clear()
 
     # -- queries ------------------------------------------------------------------------
-    def submit(self, query: Optional[str], k: int) -> Future:
-        """Check a request and queue it; the future holds its list of ``{path, score}``."""
+    def submit(self, query: Optional[str], k: int, per_video: int = 1) -> Future:
+        """Check a request and queue it; the future holds its list of
+        ``{path, start, end, score}``."""
         if is_empty_query(query):
             raise BadRequest('the query is empty (only spaces, control or zero-width '
                              'characters): pass q=<what to look for>')
@@ -203,19 +208,31 @@ class SearchBackend:
                              f'{MAX_QUERY_CHARS} are accepted')
         if not 1 <= k <= MAX_K:
             raise BadRequest(f'k must be in [1, {MAX_K}], got {k}')
+        if not 1 <= per_video <= MAX_K:
+            raise BadRequest(f'per_video must be in [1, {MAX_K}], got {per_video}')
         self.maybe_reload()
-        return self.answer.submit((query, k))
+        return self.answer.submit((query, k, per_video))
 
-    def _answer_batch(self, requests: List[Tuple[str, int]]) -> List[List[Dict[str, object]]]:
+    def _answer_batch(self, requests: List[Tuple[str, int, int]]
+                      ) -> List[List[Dict[str, object]]]:
         index = self.snapshot.index  # one read: the whole batch uses one snapshot
-        embeddings = self.retriever.encode_texts([query for query, _ in requests])
-        return [[dict(path=path, score=score) for path, score in hits]
-                for hits in index.search_many(embeddings, [k for _, k in requests])]
+        embeddings = self.retriever.encode_texts([query for query, _, _ in requests])
+        answers: List[List[Dict[str, object]]] = [[] for _ in requests]
+        # one matrix product per group of requests that rank alike
+        for per_video in sorted({p for _, _, p in requests}):
+            group = [i for i, (_, _, p) in enumerate(requests) if p == per_video]
+            hits = index.search_many(embeddings[group], [requests[i][1] for i in group],
+                                     per_video=per_video)
+            for i, moments in zip(group, hits):
+                answers[i] = [m.to_dict() for m in moments]
+        return answers
 
     def health(self) -> Dict[str, object]:
         snapshot = self.snapshot
         return dict(status='ok' if self.reload_error is None else 'stale',
-                    videos=len(snapshot.index), index=os.path.abspath(self.index_dir),
+                    videos=snapshot.index.num_files, windows=len(snapshot.index),
+                    search='approximate (IVF)' if snapshot.index.ann_info else 'exact',
+                    index=os.path.abspath(self.index_dir),
                     export=os.path.abspath(self.retriever.export_dir),
                     fingerprint=self.retriever.fingerprint,
                     precision=self.retriever.precision,
@@ -232,10 +249,11 @@ def create_app(backend: SearchBackend):
 
     @app.get('/search')
     async def search(q: Optional[str] = Query(None, description='what to look for'),
-                     k: int = Query(10, description=f'number of results, 1..{MAX_K}')):
+                     k: int = Query(10, description=f'number of moments, 1..{MAX_K}'),
+                     per_video: int = Query(1, description='moments of one video at most')):
         # async: the event loop waits on the batcher's future, no worker thread per request
         try:
-            future = backend.submit(q, k)
+            future = backend.submit(q, k, per_video)
         except BadRequest as err:
             return JSONResponse(status_code=400, content=dict(detail=str(err)))
         # the hits are plain JSON already: skip FastAPI's per-field encoding

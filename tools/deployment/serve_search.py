@@ -4,6 +4,7 @@ Example::
 
     python tools/deployment/serve_search.py work_dirs/my_index --export work_dirs/tempme_onnx
     curl 'http://127.0.0.1:8000/search?q=a+dog+catches+a+frisbee&k=5'
+    # -> [{"path": ..., "start": 24.0, "end": 36.0, "score": 0.31}, ...] (seconds)
 
 The index comes from ``tools/search.py index`` (PyTorch or ``--onnx`` backend) and must
 have been built with the exported model (same fingerprint). Endpoints: ``GET /search``,
@@ -48,7 +49,8 @@ def main(argv=None) -> None:
     sock = socket.create_server((args.host, args.port))
     host, port = sock.getsockname()[:2]
     server = uvicorn.Server(uvicorn.Config(create_app(backend), log_level=args.log_level))
-    print(f'serving {len(backend.snapshot.index)} videos from {args.index} on '
+    index = backend.snapshot.index
+    print(f'serving {index.num_files} videos ({len(index)} windows) from {args.index} on '
           f'http://{host}:{port} (GET /search?q=...&k=..., GET /health, POST /reload)',
           flush=True)
     server.run(sockets=[sock])
