@@ -9,8 +9,9 @@ $(PY):
 	python3 -m venv $(VENV)
 	$(PIP) install --upgrade pip
 
-# Re-install only when the package metadata changes.
-$(STAMP): setup.cfg pyproject.toml | $(PY)
+# Re-install only when the package metadata or the list of packages changes (an editable
+# install maps each package folder it found when installed).
+$(STAMP): setup.cfg pyproject.toml $(wildcard projects/tempme*/__init__.py) | $(PY)
 	$(PIP) install -e ".[tests,deploy]"
 	touch $(STAMP)
 

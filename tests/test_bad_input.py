@@ -661,7 +661,7 @@ def test_visualize_merging_names_a_bad_video_without_a_traceback(tmp_path: Path,
         [sys.executable, 'tools/analysis/visualize_merging.py', 'configs/tempme_tiny.py',
          str(target), '--out', str(tmp_path / 'out.png')], cwd=ROOT, capture_output=True,
         text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300)
-    assert done.returncode == 1 and 'Traceback' not in done.stderr, done.stderr[-2000:]
+    assert done.returncode == 2 and 'Traceback' not in done.stderr, done.stderr[-2000:]
     expected = {'six_channels': 'not (H, W, 3) RGB', 'folder': 'is a folder',
                 'missing': 'file not found'}[what]
     assert expected in done.stderr and not (tmp_path / 'out.png').exists()

@@ -160,7 +160,7 @@ def test_a_crafted_last_checkpoint_stops_resume_in_one_line(data_root, tmp_path,
             for split in ('train', 'val', 'test')]
     proc = _tool(['tools/train.py', 'configs/tempme_tiny.py', '--work-dir', str(work),
                   '--resume', '--cfg-options', *data], hub_dir)
-    assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines()[-1] == (
         f"error: CheckpointLoadError: {work / 'last_checkpoint'}: names "
         "'http://127.0.0.1:9/epoch_9.pth'; resume reads checkpoints inside the work dir "

@@ -13,6 +13,8 @@ configs' pipelines.
     python tools/demo.py --split val --methods tempme --cfg-options KEY=VALUE
                                               # compare settings without the test split
 """
+from __future__ import annotations  # type hints name torch types without importing torch
+
 import argparse
 import json
 import os
@@ -22,9 +24,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Sequence
 
-import torch
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported where used: --help and argument errors answer at once
+    import torch
     from mmengine.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,6 +118,8 @@ def twin_win_rate(sim: torch.Tensor, caption_to_video: torch.Tensor, captions: L
 
 def evaluate_method(name: str, config: str, args: argparse.Namespace, ann_file: str,
                     order_captions: List[int], twins: Dict[int, List[int]]) -> Dict[str, float]:
+    import torch
+
     from projects.tempme.evaluation import retrieval_metrics
     work_dir = Path(args.work_dir) / name
     options = _data_options(args.data, ann_file) + list(args.cfg_options)

@@ -8,15 +8,12 @@ Examples::
 import argparse
 import os
 import os.path as osp
+from pathlib import Path
 
-from mmengine.config import Config, DictAction
-from mmengine.dist import is_main_process
+from mmengine.config import DictAction  # no torch: --help and argument errors answer at once
 
-import projects.tempme  # noqa: F401  (compatibility fixes + registration)
-from projects.tempme.config_checks import check_data_fits_model
-from projects.tempme.engine.runtime import build_runner
-from projects.tempme.known_warnings import ignore_known_warnings
-from projects.tempme.user_errors import exit_on_user_error
+#: The repository root: this project's configs name data and weights relative to it.
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -38,6 +35,25 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    from projects.tempme_cli import require_file
+    require_file(args.config, 'config file', ROOT)  # before the imports below (5-20 s)
+    if '://' not in args.checkpoint:
+        require_file(args.checkpoint, 'checkpoint', ROOT)
+    from projects.tempme.known_warnings import ignore_known_warnings
+    from projects.tempme.user_errors import exit_on_user_error
+    with ignore_known_warnings():
+        return exit_on_user_error(lambda: test(args), ROOT)
+
+
+def test(args: argparse.Namespace) -> dict:
+    """Check the config and its inputs, then build the runner and evaluate."""
+    from mmengine.config import Config
+    from mmengine.dist import is_main_process
+
+    import projects.tempme  # noqa: F401  (compatibility fixes + registration)
+    from projects.tempme.config_checks import check_data_fits_model
+    from projects.tempme.console import build_quiet_runner
+    from projects.tempme_cli import check_inputs
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
@@ -50,7 +66,8 @@ def main(argv=None) -> dict:
     if args.out:
         cfg.test_evaluator.out_file = args.out
     check_data_fits_model(cfg)
-    runner = build_runner(cfg)
+    check_inputs(cfg, ['test'], ROOT)
+    runner = build_quiet_runner(cfg, args.config)
     metrics = runner.test()
     for what, path in (('metrics', args.out), ('similarity matrix', args.dump)):
         if path and is_main_process():
@@ -59,5 +76,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-    with ignore_known_warnings():
-        exit_on_user_error(main)
+    from projects.tempme_cli import run_tool
+    run_tool(main, root=ROOT)

@@ -8,15 +8,16 @@ Examples::
 import argparse
 import os
 import os.path as osp
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction  # no torch: --help and argument errors answer at once
 
-import projects.tempme  # noqa: F401  (compatibility fixes + registration)
-from projects.tempme.config_checks import check_data_fits_model
-from projects.tempme.engine.runtime import build_runner
-from projects.tempme.known_warnings import ignore_known_warnings
-from projects.tempme.user_errors import exit_on_user_error
+if TYPE_CHECKING:
+    from mmengine.config import Config
+
+#: The repository root: this project's configs name data and weights relative to it.
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -37,14 +38,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
-    if args.amp and not torch.cuda.is_available():
+    if args.amp and not _cuda_available():
         parser.error('--amp needs a CUDA GPU (mmengine AMP: fp16 with loss scaling); '
                      'train without --amp on CPU')
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
 
 
-def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
+def _cuda_available() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
+def merge_args(cfg: 'Config', args: argparse.Namespace) -> 'Config':
     """Apply command-line choices to the config, mmaction-style."""
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
@@ -70,12 +76,28 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    from projects.tempme_cli import require_file
+    require_file(args.config, 'config file', ROOT)  # before the imports below (5-20 s)
+    from projects.tempme.known_warnings import ignore_known_warnings
+    from projects.tempme.user_errors import exit_on_user_error
+    with ignore_known_warnings():
+        exit_on_user_error(lambda: train(args), ROOT)
+
+
+def train(args: argparse.Namespace) -> None:
+    """Check the config and its inputs, then build the runner and train."""
+    from mmengine.config import Config
+
+    import projects.tempme  # noqa: F401  (compatibility fixes + registration)
+    from projects.tempme.config_checks import check_data_fits_model
+    from projects.tempme.console import build_quiet_runner
+    from projects.tempme_cli import check_inputs
     cfg = merge_args(Config.fromfile(args.config), args)
     check_data_fits_model(cfg)
-    runner = build_runner(cfg)
-    runner.train()
+    check_inputs(cfg, ['train'] + (['val'] if cfg.get('val_dataloader') else []), ROOT)
+    build_quiet_runner(cfg, args.config).train()
 
 
 if __name__ == '__main__':
-    with ignore_known_warnings():
-        exit_on_user_error(main)
+    from projects.tempme_cli import run_tool
+    run_tool(main, root=ROOT)

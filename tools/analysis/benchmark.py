@@ -23,6 +23,8 @@ state and inputs held before it; "step memory" is the part above that resident s
     python tools/analysis/benchmark.py --out work_dirs/benchmark/results.json
     python tools/analysis/benchmark.py --geometries ViT-B/32 --config configs/tempme_msrvtt.py
 """
+from __future__ import annotations  # type hints name torch types without importing torch
+
 import argparse
 import copy
 import ctypes
@@ -33,16 +35,14 @@ import os.path as osp
 import platform
 import statistics
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
-import torch
+# torch and the plugin are imported where used, so that --help and argument errors answer
+# at once
+if TYPE_CHECKING:
+    import torch
 
-import projects.tempme  # noqa: F401  (compatibility fixes + registration)
-from projects.tempme.known_warnings import ignore_known_warnings
-from projects.tempme.merging import MergeSchedule
-from projects.tempme.models import TempMeRetriever
-from projects.tempme.profiling import (interleaved_timings, median_ratio, peak_memory_bytes,
-                                       tensor_bytes, video_gmacs)
+    from projects.tempme.models import TempMeRetriever
 
 METHODS = ('plain', 'tome', 'tempme')
 #: The TempMe recipe's encoder (configs/_base_/models/tempme_vit_b32.py).
@@ -81,7 +81,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--no-train', action='store_true', help='skip the training figures')
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile every video encoder (inference only)')
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--device', default='auto',
+                        help='cpu, cuda, cuda:N, or auto (cuda when available; default)')
     parser.add_argument('--threads', type=int, help='torch CPU threads')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--out', help='write the results as JSON here (and a PNG chart next '
@@ -94,6 +95,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def method_encoders(tempme: dict) -> Dict[str, dict]:
     """The three video encoder configs compared, derived from one TempMe config: the
     ``none`` and ``tome`` merge presets (ToMe with the TempMe config's ``imgme_r``)."""
+    from projects.tempme.merging import MergeSchedule
     common = dict(type=tempme.get('type', 'TempMeViT'), num_frames=tempme['num_frames'])
     return dict(
         plain=dict(common, merge='none'),
@@ -134,18 +136,24 @@ def _geometry_of_arch(arch) -> Optional[str]:
 
 def build_model(spec: dict, method: str, peft: bool, seed: int) -> TempMeRetriever:
     """A retriever with random CLIP weights, identical for every method given a seed."""
+    import torch
+
+    from projects.tempme.console import random_weights_expected
+    from projects.tempme.models import TempMeRetriever
     torch.manual_seed(seed)
     clip = dict(spec['clip'])
     clip.pop('weights', None)
-    return TempMeRetriever(
-        clip=clip, video_encoder=copy.deepcopy(spec['encoders'][method]),
-        head=copy.deepcopy(spec['head']), lora=dict(rank=8) if peft else None,
-        train_mode='peft' if peft else 'full', data_preprocessor=None)
+    with random_weights_expected():
+        return TempMeRetriever(
+            clip=clip, video_encoder=copy.deepcopy(spec['encoders'][method]),
+            head=copy.deepcopy(spec['head']), lora=dict(rank=8) if peft else None,
+            train_mode='peft' if peft else 'full', data_preprocessor=None)
 
 
 # -- measurements ---------------------------------------------------------------------
 def static_figures(model: TempMeRetriever) -> dict:
     """Tokens, GMACs and parameter counts of one model (no timing)."""
+    from projects.tempme.profiling import video_gmacs
     encoder = model.video_encoder
     tokens = encoder.schedule.tokens_per_video()
     return dict(
@@ -156,6 +164,7 @@ def static_figures(model: TempMeRetriever) -> dict:
 
 
 def _sync(device: torch.device) -> Callable[[], None]:
+    import torch
     if device.type == 'cuda':
         return lambda: torch.cuda.synchronize(device)
     return lambda: None
@@ -164,6 +173,9 @@ def _sync(device: torch.device) -> Callable[[], None]:
 def latency(models: Dict[str, TempMeRetriever], args: argparse.Namespace,
             device: torch.device, rounds: int) -> Dict[str, dict]:
     """Inference latency of the video tower at the two batch sizes, methods interleaved."""
+    import torch
+
+    from projects.tempme.profiling import interleaved_timings, median_ratio
     encoders = {}
     for m, model in models.items():
         model.eval()
@@ -194,6 +206,7 @@ def latency(models: Dict[str, TempMeRetriever], args: argparse.Namespace,
 
 def _train_inputs(batch: int, args: argparse.Namespace, shape: Tuple[int, ...], vocab: int,
                   device: torch.device) -> dict:
+    import torch
     generator = torch.Generator().manual_seed(args.seed)
     text = torch.randint(1, vocab - 1, (batch, args.context_length), generator=generator)
     text[:, -1] = vocab - 1  # end-of-text: the highest id, where CLIP pools
@@ -208,6 +221,7 @@ def _optimizer(model: TempMeRetriever) -> torch.optim.Optimizer:
     empty step (zero gradients, zero learning rate) allocates the moments, so the first
     measured step is already a steady-state one.
     """
+    import torch
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=0.0, fused=True)
     for p in params:
@@ -225,6 +239,10 @@ def training(models: Dict[str, TempMeRetriever], args: argparse.Namespace,
 
     The memory step comes first and doubles as the warm-up of the timed ones.
     """
+    import torch
+
+    from projects.tempme.profiling import (interleaved_timings, median_ratio, peak_memory_bytes,
+                                           tensor_bytes)
     steps, out = {}, {}
     for m, model in models.items():
         model.train()
@@ -289,7 +307,11 @@ def _merge(into: Dict[str, dict], figures: Dict[str, dict]) -> None:
 
 
 def run_benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
-    device = torch.device(args.device)
+    import torch
+
+    import projects.tempme  # noqa: F401  (compatibility fixes + registration)
+    from projects.tempme.profiling import resolve_device
+    device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     cuda = device.type == 'cuda'
@@ -344,6 +366,7 @@ def keep_freed_memory() -> None:
 
 
 def describe_device(device: torch.device) -> str:
+    import torch
     if device.type == 'cuda':
         return f'cuda: {torch.cuda.get_device_name(device)}'
     return f'cpu: {_cpu_name()}, {torch.get_num_threads()} threads'
@@ -450,7 +473,9 @@ def plot(report: dict, path: str) -> None:
 
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
-    report = run_benchmark(args, log=lambda msg: print(msg, flush=True))
+    from projects.tempme.known_warnings import ignore_known_warnings
+    with ignore_known_warnings():
+        report = run_benchmark(args, log=lambda msg: print(msg, flush=True))
     print(markdown(report))
     if args.out:
         from projects.tempme_deploy.fileio import atomic_write
@@ -469,5 +494,5 @@ def _dump(report: dict, path: str) -> None:
 
 
 if __name__ == '__main__':
-    with ignore_known_warnings():
-        main()
+    from projects.tempme_cli import run_tool
+    run_tool(main)

@@ -25,6 +25,8 @@ Example::
 
     python tools/analysis/benchmark_data.py --out work_dirs/data_bench/results.json
 """
+from __future__ import annotations  # type hints name torch types without importing torch
+
 import argparse
 import copy
 import json
@@ -35,18 +37,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 import numpy as np
-import torch
-from mmaction.registry import TRANSFORMS
-from mmengine.config import Config
 from PIL import Image
 
-import projects.tempme  # noqa: F401  (compatibility fixes + registration)
-from projects.tempme.datasets.frame_cache import cache_rule, update_cache
-from projects.tempme.known_warnings import ignore_known_warnings
-from projects.tempme_deploy.fileio import atomic_write
+# torch, mmaction2 and the plugin are imported where used (after the arguments are parsed)
+if TYPE_CHECKING:
+    import torch
+    from mmengine.config import Config
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -125,6 +124,9 @@ def storage_datasets(cfg: Config, storage: str, folders: Dict[str, str], ann_fil
 
 def cache_rule_of(cfg: Config, split: str) -> dict:
     """The frame cache a split of the config would use (see configs/*_cached.py)."""
+    from mmaction.registry import TRANSFORMS
+
+    from projects.tempme.datasets.frame_cache import cache_rule
     pipeline = cfg[f'{split}_dataloader'].dataset.pipeline
     sampler = next(s for s in pipeline if s['type'] == 'FpsGridSample')
     resize = [TRANSFORMS.build(s) for s in pipeline if s['type'] == 'PILResizeCenterCrop']
@@ -179,6 +181,7 @@ def augment_costs(cfg: Config, clips: Sequence[Sequence[np.ndarray]],
     """ms per clip of the config's RandAugment (draws seeded per clip) and of each of its
     operations alone at its mean magnitude, which says where the time goes; ``clips``: the
     training frames as decoded."""
+    from mmaction.registry import TRANSFORMS
     pipeline = cfg.train_dataloader.dataset.pipeline
     augment = TRANSFORMS.build(next(s for s in pipeline if s['type'] == 'ClipRandAugment'))
     start = time.perf_counter()
@@ -201,6 +204,7 @@ def augment_costs(cfg: Config, clips: Sequence[Sequence[np.ndarray]],
 
 def loader_videos_per_s(dataset_cfg: dict, workers: int, batch_size: int = 8) -> float:
     """videos/s of a DataLoader over the training pipeline (after its workers started)."""
+    import torch
     from mmaction.registry import DATASETS
     from mmengine.dataset import pseudo_collate
     dataset = DATASETS.build(dataset_cfg)
@@ -219,7 +223,10 @@ def loader_videos_per_s(dataset_cfg: dict, workers: int, batch_size: int = 8) ->
 
 def build_encoders(cfg: Config, device: torch.device) -> Dict[str, torch.nn.Module]:
     """Random-weight TempMe and plain-CLIP retrievers of the config's geometry."""
+    import torch
     from mmaction.registry import MODELS
+
+    from projects.tempme.console import random_weights_expected
     models = {}
     for name, overrides in (('plain', dict(merge_layers=(), clips_per_merge=(), imgme_r=0,
                                            temporal_embedding=False)), ('tempme', {})):
@@ -229,26 +236,35 @@ def build_encoders(cfg: Config, device: torch.device) -> Dict[str, torch.nn.Modu
         model_cfg['lora'] = None
         model_cfg['train_mode'] = 'full'
         torch.manual_seed(0)
-        models[name] = MODELS.build(model_cfg).to(device).eval()
+        with random_weights_expected():
+            models[name] = MODELS.build(model_cfg).to(device).eval()
     return models
 
 
-@torch.no_grad()
 def video_features(model: torch.nn.Module, clips: Sequence[torch.Tensor],
                    device: torch.device) -> torch.Tensor:
+    import torch
     preprocessor = model.data_preprocessor
     feats = []
-    for clip in clips:
-        data = preprocessor(dict(inputs=dict(video=[clip.to(device)],
-                                             text=[torch.zeros(0, 1, dtype=torch.long)])))
-        feats.append(torch.nn.functional.normalize(
-            model.encode_video(data['inputs']['video']), dim=-1))
+    with torch.no_grad():
+        for clip in clips:
+            data = preprocessor(dict(inputs=dict(video=[clip.to(device)],
+                                                 text=[torch.zeros(0, 1, dtype=torch.long)])))
+            feats.append(torch.nn.functional.normalize(
+                model.encode_video(data['inputs']['video']), dim=-1))
     return torch.cat(feats)
 
 
-@torch.no_grad()
 def encoder_videos_per_s(model: torch.nn.Module, clip: torch.Tensor, device: torch.device,
                          batch: int, rounds: int) -> float:
+    import torch
+    with torch.no_grad():
+        return _encoder_videos_per_s(model, clip, device, batch, rounds)
+
+
+def _encoder_videos_per_s(model: torch.nn.Module, clip: torch.Tensor, device: torch.device,
+                          batch: int, rounds: int) -> float:
+    import torch
     video = model.data_preprocessor(dict(inputs=dict(
         video=[clip.to(device)] * batch, text=[torch.zeros(0, 1, dtype=torch.long)] * batch))
     )['inputs']['video']
@@ -343,6 +359,12 @@ def plot(report: dict, path: str) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    import torch
+    from mmaction.registry import TRANSFORMS
+    from mmengine.config import Config
+
+    import projects.tempme  # noqa: F401  (compatibility fixes + registration)
+    from projects.tempme.datasets.frame_cache import update_cache
     torch.set_num_threads(1)  # "per core": the pipelines are single-threaded
     work = args.work_dir
     cfg = Config.fromfile(args.config)
@@ -433,7 +455,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
     parser.add_argument('--prepare-workers', type=int, default=os.cpu_count() or 1,
                         help='processes compressing and caching')
     parser.add_argument('--fps', type=float, default=3, help='frame rate of the compressed copy')
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--device', default='auto',
+                        help='device of the encoder: cpu, cuda, cuda:N or auto (cuda when '
+                        'available; default)')
     parser.add_argument('--encoder-batch', type=int, default=8)
     parser.add_argument('--encoder-rounds', type=int, default=3)
     parser.add_argument('--encoder-threads', type=int, help='torch threads for the encoder '
@@ -441,7 +465,16 @@ def main(argv: Optional[List[str]] = None) -> dict:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--out', help='JSON results (a PNG chart is written next to it)')
     args = parser.parse_args(argv)
-    report = run(args)
+    from projects.tempme_cli import UserError, require_file
+    require_file(args.config, 'config file', Path(ROOT))
+    if args.videos and not osp.isdir(args.videos):
+        raise UserError(f'--videos {args.videos}: no such folder')
+    from projects.tempme.known_warnings import ignore_known_warnings
+    from projects.tempme.profiling import resolve_device
+    from projects.tempme_deploy.fileio import atomic_write
+    args.device = str(resolve_device(args.device))  # before the minutes of preparation
+    with ignore_known_warnings():
+        report = run(args)
     print(markdown(report))
     if args.out:
         atomic_write(args.out, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
@@ -454,5 +487,5 @@ def main(argv: Optional[List[str]] = None) -> dict:
 
 
 if __name__ == '__main__':
-    with ignore_known_warnings():
-        main()
+    from projects.tempme_cli import run_tool
+    run_tool(main, root=Path(ROOT))

@@ -22,22 +22,22 @@ Examples::
     python tools/analysis/check_pipeline.py configs/tempme_msrvtt.py \\
         --videos data/msrvtt/videos/all --limit 20 --save work_dirs/msrvtt_pipeline.pt
 """
+from __future__ import annotations  # type hints name Config without importing mmengine
+
 import argparse
 import os
 import os.path as osp
 import sys
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import numpy as np
-import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 
-import projects.tempme  # noqa: F401  (compatibility fixes + registration)
-from projects.tempme.apis.inference import TEXT_TRANSFORMS
-from projects.tempme.config_checks import model_input_geometry
-from projects.tempme.datasets import data_prefix_folder
-from projects.tempme.known_warnings import ignore_known_warnings
-from projects.tempme_deploy.search import VIDEO_EXTENSIONS
+from projects.tempme_deploy.video_files import VIDEO_EXTENSIONS
+
+# torch and the plugin are imported where used: --help and argument errors answer at once
+if TYPE_CHECKING:
+    from mmengine.config import Config
 
 #: Steps left out of the training pipeline for the comparison: they draw at random.
 RANDOM_TRANSFORMS = ('ClipRandAugment', )
@@ -46,6 +46,8 @@ RANDOM_TRANSFORMS = ('ClipRandAugment', )
 def split_pipeline(cfg: Config, split: str) -> List[dict]:
     """The split's pipeline up to the frames, without caption and random steps; a frame
     cache step is pointed at the dataset's cache folder, which the dataset would pass it."""
+    from projects.tempme.apis.inference import TEXT_TRANSFORMS
+    from projects.tempme.datasets import data_prefix_folder
     loader = cfg.get(f'{split}_dataloader') or {}
     dataset = loader.get('dataset') or {}
     pipeline = dataset.get('pipeline')
@@ -68,6 +70,8 @@ def run_pipeline(steps: List[dict], path: str, video: Optional[str] = None
     from mmaction.registry import TRANSFORMS
     from mmengine.registry import DefaultScope
 
+    import projects.tempme  # noqa: F401  (registers the transforms)
+
     with DefaultScope.overwrite_default_scope('mmaction'):
         transforms = [TRANSFORMS.build(step) for step in steps]
     results = dict(filename=path, video=video or osp.basename(path), start_index=0,
@@ -89,6 +93,7 @@ def run_pipeline(steps: List[dict], path: str, video: Optional[str] = None
 
 def model_input_shape(cfg: Config) -> Optional[Tuple[int, int, int, int]]:
     """``(T, 3, S, S)`` the config's video encoder takes, or ``None`` if not derivable."""
+    from projects.tempme.config_checks import model_input_geometry
     frames, size = model_input_geometry(cfg)
     return None if frames is None or size is None else (frames, 3, size, size)
 
@@ -139,6 +144,7 @@ def list_videos(folder: str, limit: Optional[int]) -> List[str]:
 
 def check_own_videos(cfg: Config, videos: str, limit: Optional[int],
                      save: Optional[str]) -> bool:
+    import torch
     test_steps, train_steps = split_pipeline(cfg, 'test'), split_pipeline(cfg, 'train')
     expected = model_input_shape(cfg)
     names = list_videos(videos, limit)
@@ -208,14 +214,27 @@ def main(argv=None) -> int:
         parser.error(f'--videos: no such folder: {args.videos}')
     if args.fixture and args.save:
         parser.error('--save records your own videos: use it without a fixture')
+    if args.fixture and not osp.isfile(args.fixture):
+        parser.error(f'fixture not found: {args.fixture}')
+    from projects.tempme_cli import require_file
+    require_file(args.config, 'config file')
+    from projects.tempme.console import quiet_console
+    from projects.tempme.known_warnings import ignore_known_warnings
+    quiet_console()  # mmengine's file-backend notices stay out of the table
+    with ignore_known_warnings():
+        return check(args, parser)
+
+
+def check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Compare with the fixture, or check the videos on their own; the exit status."""
+    import torch
+    from mmengine.config import Config
     cfg = Config.fromfile(args.config)
     cfg.merge_from_dict(args.cfg_options)
 
     if args.fixture is None:
         ok = check_own_videos(cfg, args.videos, args.limit, args.save)
     else:
-        if not osp.isfile(args.fixture):
-            parser.error(f'fixture not found: {args.fixture}')
         fixture = torch.load(args.fixture, weights_only=True, map_location='cpu')
         if not isinstance(fixture, dict) or not isinstance(fixture.get('videos'), dict):
             parser.error(f'{args.fixture}: not a pipeline fixture (no "videos" entry)')
@@ -230,5 +249,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    with ignore_known_warnings():
-        sys.exit(main())
+    from projects.tempme_cli import run_tool
+    sys.exit(run_tool(main))

@@ -17,13 +17,11 @@ import argparse
 import colorsys
 import os
 import os.path as osp
-import sys
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
-from mmengine.config import DictAction
+from mmengine.config import DictAction  # no torch: --help and argument errors answer at once
 
 #: Colour of the lines between tokens; the palette never produces it.
 LINE_COLOUR = (24, 24, 24)
@@ -199,10 +197,12 @@ def visualize(config: str, video: str, out: str, checkpoint: Optional[str] = Non
               cfg_options: Optional[dict] = None, cols: int = 6, scale: int = 0,
               alpha: float = 1.0, device: str = 'cpu') -> dict:
     """Draw the merge grid of ``video`` into ``out``; returns labels, layout and counts."""
+    import torch
+
     from projects.tempme.apis.inference import (VideoReader, check_frames, init_retriever,
                                                 preprocess_videos)
     from projects.tempme.known_warnings import ignore_known_warnings
-    from projects.tempme.profiling import count_gmacs
+    from projects.tempme.profiling import video_gmacs
 
     with ignore_known_warnings():
         loaded = init_retriever(config, checkpoint, device=device, cfg_options=cfg_options)
@@ -212,7 +212,7 @@ def visualize(config: str, video: str, out: str, checkpoint: Optional[str] = Non
     inputs = preprocess_videos(loaded, [frames])
     with torch.no_grad():
         _, source = encoder.forward_with_source(inputs)
-    gmacs = count_gmacs(encoder, inputs)
+    gmacs = video_gmacs(encoder)
 
     schedule = encoder.schedule
     t, tokens = schedule.num_frames, schedule.tokens_per_frame
@@ -262,13 +262,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    from projects.tempme.datasets import probe_video
+    from projects.tempme_cli import UserError, require_file
+    require_file(args.config, 'config file')
     if os.path.isdir(args.video):
-        sys.exit(f'error: {args.video} is a folder; give one video file '
-                 '(tools/search.py indexes folders)')
+        raise UserError(f'{args.video} is a folder; give one video file '
+                        '(tools/search.py indexes folders)')
+    if args.checkpoint and '://' not in args.checkpoint:
+        require_file(args.checkpoint, 'checkpoint')
+    from projects.tempme.datasets import probe_video
     probe = probe_video(args.video)
     if not probe.ok:
-        sys.exit(f'error: {probe.path}: {probe.reason}')
+        raise UserError(f'{probe.path}: {probe.reason}')
     result = visualize(args.config, args.video, args.out, args.checkpoint, args.cfg_options,
                        args.cols, args.scale, args.alpha, args.device)
     for line in result['header']:
@@ -278,4 +282,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-    main()
+    from projects.tempme_cli import run_tool
+    run_tool(main)

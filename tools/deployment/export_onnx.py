@@ -15,12 +15,7 @@ import argparse
 import sys
 import time
 
-from mmengine.config import DictAction
-
-from projects.tempme.apis.inference import init_retriever
-from projects.tempme.config_checks import check_data_fits_model
-from projects.tempme.deployment import ExportParityError, export_onnx
-from projects.tempme.known_warnings import ignore_known_warnings
+from mmengine.config import DictAction  # no torch: --help and argument errors answer at once
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -42,12 +37,38 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    from projects.tempme_cli import UserError, require_file
     if args.check_batch < 1:
-        raise ValueError(f'--check-batch must be >= 1, got {args.check_batch}')
-    loaded = init_retriever(args.config, args.checkpoint, cfg_options=args.cfg_options)
+        raise UserError(f'--check-batch must be >= 1, got {args.check_batch}')
+    require_file(args.config, 'config file')
+    if args.checkpoint and '://' not in args.checkpoint:
+        require_file(args.checkpoint, 'checkpoint')
+    start = time.perf_counter()
+
+    def log(line: str) -> None:
+        print(f'[{time.perf_counter() - start:5.0f} s] {line}', flush=True)
+
+    log('importing torch, mmaction2 and the plugin')
+    from projects.tempme.known_warnings import ignore_known_warnings
+    with ignore_known_warnings():
+        return export(args, log)
+
+
+def export(args: argparse.Namespace, log) -> dict:
+    """Build the model, export and check it; print the parity figures."""
+    from projects.tempme.apis.inference import init_retriever
+    from projects.tempme.config_checks import check_data_fits_model
+    from projects.tempme.deployment import export_onnx
+    from projects.tempme_cli import UserError
+    log(f'building the model of {args.config}'
+        + (f' with {args.checkpoint}' if args.checkpoint else ''))
+    try:
+        loaded = init_retriever(args.config, args.checkpoint, cfg_options=args.cfg_options)
+    except (KeyError, TypeError, ValueError) as err:  # the model is built from the config
+        raise UserError(f'{args.config}: {type(err).__name__}: {err}') from err
     check_data_fits_model(loaded.cfg)
     start = time.perf_counter()
-    info = export_onnx(loaded, args.out, check_batch=args.check_batch, int8=args.int8)
+    info = export_onnx(loaded, args.out, check_batch=args.check_batch, int8=args.int8, log=log)
     video, text = info['parity']['video'], info['parity']['text']
     print(f'exported to {args.out} in {time.perf_counter() - start:.0f} s; ONNX Runtime vs '
           f'PyTorch: video max abs diff {video["max_abs_diff"]:.2e} (min cosine '
@@ -63,11 +84,16 @@ def main(argv=None) -> dict:
     return info
 
 
+def _main() -> None:
+    from projects.tempme_cli import run_tool
+    try:
+        run_tool(main)
+    except RuntimeError as err:
+        from projects.tempme.deployment import ExportParityError
+        if not isinstance(err, ExportParityError):
+            raise
+        sys.exit(f'error: {err}')  # the check failed: exit 1, --out untouched
+
+
 if __name__ == '__main__':
-    with ignore_known_warnings():
-        try:
-            main()
-        except ExportParityError as err:
-            sys.exit(f'error: {err}')
-        except (FileNotFoundError, KeyError, ValueError) as err:
-            sys.exit(f'error: {err}')
+    _main()

@@ -93,7 +93,7 @@ def export_onnx(loaded: LoadedRetriever, out_dir: str, check_batch: int = 8, see
         text_session = ort.InferenceSession(os.path.join(scratch, TEXT_FILE),
                                             providers=['CPUExecutionProvider'])
         info['parity'] = check_exports(model, video_module, video_session, text_session,
-                                       videos, tokens)
+                                       videos, tokens, log)
         if int8:
             _to_int8(scratch, info, model, videos, tokens, log)
         _move_in(scratch, info, out_dir)
@@ -164,13 +164,17 @@ def _move_in(scratch: str, info: Dict, out_dir: str) -> None:
 
 
 def check_exports(model: torch.nn.Module, video_module: VideoEmbedder, video_session,
-                  text_session, videos: torch.Tensor, tokens: torch.Tensor) -> Dict:
+                  text_session, videos: torch.Tensor, tokens: torch.Tensor,
+                  log: Callable[[str], None] = lambda line: None) -> Dict:
     """Compare both sessions with PyTorch; raises :class:`ExportParityError`."""
+    log(f'  PyTorch: {len(videos)} videos, recording merge margins')
     with torch.no_grad(), recording_matches() as calls:  # one forward: outputs and margins
         reference = video_module(videos).numpy()
     margins, layers = margins_of(calls, model.video_encoder, len(videos))
+    log(f'  ONNX Runtime: {len(videos)} videos at once, then one alone')
     batched = video_session.run(None, {'frames': videos.numpy()})[0]
     single = video_session.run(None, {'frames': videos[:1].numpy()})[0]
+    log(f'  both: {len(tokens)} captions, full length and with the padding cut')
     rows = compare_embeddings(reference, batched, margins, layers)
     single_rows = compare_embeddings(reference[:1], single, margins[:1], layers[:1])
     rows += single_rows
