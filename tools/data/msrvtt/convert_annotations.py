@@ -6,13 +6,19 @@ and ``MSRVTT_JSFUSION_test.csv`` (columns ``key,vid_key,video_id,sentence``). Wr
 
 * ``msrvtt_train_9k.json`` / ``msrvtt_train_7k.json``: every caption of each training
   video (20 in MSR-VTT), videos in csv order, captions in ``MSRVTT_data.json`` order;
-* ``msrvtt_test_1k.json``: 1k-A, the csv's own sentence, one per video, in csv order.
+* ``msrvtt_test_1k.json``: 1k-A, the csv's own sentence, one per video, in csv order;
+* ``msrvtt_val.json`` and ``msrvtt_train_9k_minus_val.json``: a val split for the clean
+  evaluation protocol (README, "Evaluation protocols"), since 9k / 1k-A has none. It is
+  MSR-VTT's own validation split (``"split": "validate"`` in the ``videos`` list of
+  ``MSRVTT_data.json``: video6513-video7009, 497 videos, all inside the 9k split), every
+  caption of each, in 9k csv order; the second file is the 9k split without them. Written
+  only when ``MSRVTT_data.json`` says which videos are validation videos.
 
     python tools/data/msrvtt/convert_annotations.py data/msrvtt/msrvtt_data
 """
 import os
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Set
 
 from projects.tempme_data import conversion
 
@@ -20,6 +26,7 @@ TRAIN_SPLITS = {'msrvtt_train_9k.json': 'MSRVTT_train.9k.csv',
                 'msrvtt_train_7k.json': 'MSRVTT_train.7k.csv'}
 TEST_CSV = 'MSRVTT_JSFUSION_test.csv'
 SENTENCES = 'MSRVTT_data.json'
+VAL_SPLITS = ('msrvtt_val.json', 'msrvtt_train_9k_minus_val.json')
 
 
 def load_sentences(path: str) -> Dict[str, List[str]]:
@@ -37,6 +44,29 @@ def load_sentences(path: str) -> Dict[str, List[str]]:
         caption = conversion.clean_caption(item.get('caption'), where)
         captions.setdefault(item['video_id'], []).append(caption)
     return captions
+
+
+def load_validation_ids(path: str) -> Optional[Set[str]]:
+    """MSR-VTT's own validation videos (``videos[].split == 'validate'``), or ``None`` when
+    the file does not say which split a video belongs to."""
+    videos = conversion.read_json(path).get('videos')
+    if not isinstance(videos, list) or not any(
+            isinstance(v, dict) and 'split' in v for v in videos):
+        return None
+    return {v['video_id'] for v in videos
+            if isinstance(v, dict) and v.get('split') == 'validate' and 'video_id' in v}
+
+
+def val_splits(train_9k: Sequence['conversion.VideoEntry'],
+               validation_ids: Set[str]) -> Dict[str, List['conversion.VideoEntry']]:
+    """The 9k split cut into ``msrvtt_val.json`` and ``msrvtt_train_9k_minus_val.json``."""
+    val = [entry for entry in train_9k if entry.video_id in validation_ids]
+    if not val:
+        raise conversion.ConversionError(
+            f'{SENTENCES} names {len(validation_ids)} validation videos, none of them in '
+            'the 9k training split')
+    rest = [entry for entry in train_9k if entry.video_id not in validation_ids]
+    return dict(zip(VAL_SPLITS, (val, rest)))
 
 
 def _unique_ids(path: str, rows: Sequence[Dict[str, str]]) -> List[str]:
@@ -83,6 +113,12 @@ def build_splits(src: str) -> Dict[str, List['conversion.VideoEntry']]:
             continue  # optional split
         splits[out_name] = train_entries(csv_path, sentences_path, sentences)
     splits['msrvtt_test_1k.json'] = test_entries(os.path.join(src, TEST_CSV))
+    validation_ids = load_validation_ids(sentences_path)
+    if validation_ids is None:
+        print(f'no val split written: {sentences_path} does not say which videos are '
+              'validation videos (videos[].split)')
+    else:
+        splits.update(val_splits(splits['msrvtt_train_9k.json'], validation_ids))
     return splits
 
 
