@@ -124,6 +124,26 @@ def test_msrvtt_config_with_the_paper_protocol(tmp_path):
     assert parse_protocol(cfg.evaluation_protocol).val_iter_interval == 50
 
 
+def test_readme_command_line_turns_the_paper_config_into_the_clean_protocol(tmp_path):
+    import argparse
+
+    from mmengine.config import DictAction
+    cfg = _config_with_protocol(tmp_path, 'tempme_msrvtt.py', 'paper')
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    readme = (ROOT / 'README.md').read_text()
+    command = readme[readme.index('tools/dist_train.sh configs/tempme_msrvtt.py 8 --cfg-options'):]
+    command = command[:command.index('```')].replace('\\\n', ' ').split()
+    options = parser.parse_args(command[command.index('--cfg-options'):]).cfg_options
+    cfg.merge_from_dict(options)
+    protocol = parse_protocol(cfg.evaluation_protocol)
+    assert protocol == EvaluationProtocol(**CLEAN)
+    assert cfg.default_hooks.checkpoint.save_best == protocol.select
+    check_splits(protocol, split_identity(cfg.val_dataloader.dataset),
+                 split_identity(cfg.test_dataloader.dataset))
+    assert cfg.train_dataloader.dataset.ann_file.endswith('msrvtt_train_9k_minus_val.json')
+
+
 def test_msrvtt_config_with_the_clean_protocol_needs_the_val_split(tmp_path):
     cfg = _config_with_protocol(tmp_path, 'tempme_msrvtt.py', 'clean')
     protocol = parse_protocol(cfg.evaluation_protocol)
