@@ -5,8 +5,8 @@ custom_imports = dict(imports=['projects.tempme'], allow_failed_imports=False)
 # allow-list (load_from, resume, init_cfg); any tool that honours runner_type uses it.
 runner_type = 'mmaction.TempMeRunner'
 # mmengine's DDP wrapper, keeping the retriever's own step (temperature clamp after each step,
-# gradient caching); broadcast_buffers off as mmengine's default wrapper has it.
-model_wrapper_cfg = dict(type='mmaction.RetrieverDistributedDataParallel', broadcast_buffers=False)
+# gradient caching).
+model_wrapper_cfg = dict(type='mmaction.RetrieverDistributedDataParallel')
 
 default_hooks = dict(
     runtime_info=dict(type='RuntimeInfoHook'),

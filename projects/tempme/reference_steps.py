@@ -73,7 +73,6 @@ def _build(cfg: Config, fixture: dict, world_size: int):
     trainer = model
     if world_size > 1:
         wrapper = dict(cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel'))
-        wrapper.setdefault('broadcast_buffers', False)
         wrapper.setdefault('find_unused_parameters', cfg.get('find_unused_parameters', False))
         trainer = MODEL_WRAPPERS.build(wrapper, default_args=dict(module=model, device_ids=None))
     optim_wrapper = build_optim_wrapper(trainer, cfg.optim_wrapper)

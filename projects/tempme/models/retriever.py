@@ -4,7 +4,6 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 import torch.nn.functional as F
 from mmaction.registry import MODELS
 from mmengine.model import BaseModel
@@ -18,11 +17,37 @@ from .text_encoder import CLIPTextEncoder
 TRAIN_MODES = ('peft', 'full')
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """``all_gather`` whose backward gives each rank the gradient of its own slice, summed
+    over the ranks.
+
+    Written here because torch's ``torch.distributed.nn.functional.all_gather`` is
+    deprecated (torch 2.14 warns on every call) and its suggested replacement is a private
+    module. Every rank computes the same loss over the gathered batch, so summing the
+    slice's gradients over ranks and letting DDP average makes the step the true gradient
+    of that loss on any number of processes (``optim_wrapper.grad_scale`` rescales it).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.rank, ctx.rows = dist.get_rank(), x.shape[0]
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
+
+
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``x`` from every rank; gradients flow back to each rank's slice."""
+    """Concatenate ``x`` from every rank (equal batch sizes); gradients flow back to each
+    rank's slice."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return x
-    return torch.cat(dist_fn.all_gather(x), dim=0)
+    return _GatherWithGrad.apply(x)
 
 
 def symmetric_infonce(text: torch.Tensor, video: torch.Tensor,
