@@ -398,11 +398,11 @@ class IndexUpdate:
             todo = shared[0]
             bounds = shard_by_duration([d for _, _, d in todo], world)[rank]
             share = todo[bounds[0]:bounds[1]]
-            encoded = self._encode_share(parts, plan.encode, share)
-            dist.barrier()
-            stats = dict(windows=encoded)
+            counts: List[int] = [0] * world
+            dist.all_gather_object(counts, self._encode_share(parts, plan.encode, share))
+            stats = dict(windows=counts[rank])
             if rank == 0:
-                stats = self._merge(parts, plan, probes, planned[0], encoded)
+                stats = self._merge(parts, plan, probes, planned[0], sum(counts))
             dist.barrier()
             return stats
 
