@@ -48,7 +48,10 @@ train_cfg = dict(max_epochs=max_epochs)
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
 param_scheduler = [dict(type='WarmupCosineLR', warmup_ratio=0.2, start_factor=1e-2, by_epoch=True,
                         convert_to_iter_based=True)]
-default_hooks = dict(logger=dict(interval=1))
+# val and test are different files here: select on val each epoch (the clean protocol)
+evaluation_protocol = dict(name='clean', select='retrieval/R_sum', val_first_iter=None,
+                           val_iter_interval=None)
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(save_best='retrieval/R_sum'))
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 # No base weight file to put adapters on: keep whole checkpoints.
 custom_hooks = [
