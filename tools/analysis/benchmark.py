@@ -438,6 +438,15 @@ def markdown(report: dict) -> str:
 
 
 def plot(report: dict, path: str) -> None:
+    """Save :func:`chart` as a PNG."""
+    import matplotlib.pyplot as plt
+    fig = chart(report)
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def chart(report: dict):
     """One panel per geometry: every ratio to plain CLIP, for ToMe and TempMe."""
     import matplotlib
     matplotlib.use('Agg')
@@ -462,13 +471,13 @@ def plot(report: dict, path: str) -> None:
         ax.set_xticks(list(xs), [label for label, _ in present], rotation=30, ha='right')
         ax.set_title(name)
         ax.set_ylabel('ratio to plain CLIP (lower is better)')
-        ax.set_ylim(0, 1.35)
+        # room above the tallest bar for its label and for the legend
+        tallest = max([geo[m][key] for m in ('tome', 'tempme') for _, key in present] + [1.0])
+        ax.set_ylim(0, max(1.35, 1.25 * tallest))
         ax.legend(fontsize=8, loc='upper right', ncol=3)
     fig.suptitle(f'{report["device"]}, torch {report["torch"]}', fontsize=9)
     fig.tight_layout()
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def main(argv: Optional[List[str]] = None) -> dict:

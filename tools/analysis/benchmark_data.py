@@ -338,21 +338,27 @@ def plot(report: dict, path: str) -> None:
     names = list(report['storages'])
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=120)
     x = np.arange(len(names))
-    for offset, key, label in ((-0.2, 'videos_per_s_core_train', 'train pipeline'),
-                               (0.2, 'videos_per_s_core_test', 'test pipeline')):
+    for offset, key, label in ((-0.2, 'videos_per_s_core_train', 'train pipeline, one core'),
+                               (0.2, 'videos_per_s_core_test', 'test pipeline, one core')):
         values = [report['storages'][n][key] for n in names]
         bars = ax.bar(x + offset, values, 0.4, label=label)
-        ax.bar_label(bars, fmt='%.0f', fontsize=7)
+        ax.bar_label(bars, labels=[f'{v:.1f}' if v < 100 else f'{v:.0f}' for v in values],
+                     fontsize=7)
     enc = report['encoder_videos_per_s']
+    device = report['device'].split(':')[0]
+    where = 'all CPU cores' if device == 'cpu' else f'one {device} device'
     for value, style, label in ((enc['tempme'], '--', 'TempMe encoder'),
                                 (enc['plain'], ':', 'plain CLIP encoder')):
         ax.axhline(value, color='k', linestyle=style, linewidth=1,
-                   label=f'{label} ({report["device"].split(":")[0]})')
+                   label=f'{label}, {where}, batch {report.get("encoder_batch", "?")}')
     ax.set_xticks(x, names)
     ax.set_yscale('log')
-    ax.set_ylabel('videos / s (one core; encoder: whole device)')
-    ax.set_title('Data loading per storage vs the encoder it feeds', fontsize=9)
-    ax.legend(fontsize=7)
+    ax.set_ylim(top=3 * max(max(report['storages'][n][k] for n in names)
+                            for k in ('videos_per_s_core_train', 'videos_per_s_core_test')))
+    ax.set_ylabel('videos per second (log scale)')
+    ax.set_title('How fast one core prepares videos from each storage, next to the encoder '
+                 'they feed', fontsize=9)
+    ax.legend(fontsize=7, loc='upper left')
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
