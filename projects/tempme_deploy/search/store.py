@@ -216,6 +216,7 @@ class VideoIndex:
         centroids = None
         if ann is not None:
             centroids = _load_ann(manifest, ann, directory, path, embeddings.shape[1], rows)
+            ann = {key: value for key, value in ann.items() if key != 'centroids'}
         elif len(rows) and (rows['list'] != -1).any():
             raise ValueError(f'{rows_path}: rows name IVF lists but the manifest has no ann '
                              'entry; rebuild the index (--rebuild)')
