@@ -57,7 +57,7 @@ def test_benchmark_tool_reports_every_method_with_counts_and_ratios(tmp_path, ca
     report = benchmark.main(['--geometries', '--arch', TINY_ARCH, '--config',
                              str(ROOT / 'configs' / 'tempme_tiny.py'), '--rounds', '1',
                              '--train-rounds', '1', '--train-batch', '2', '--batch-sizes', '1',
-                             '2', '--out', str(out)])
+                             '2', '--grad-cache', '4', '2', '--out', str(out)])
     saved = json.loads(out.read_text())
     assert saved == json.loads(json.dumps(report))
     assert saved['device'].startswith('cpu') and saved['torch'] == torch.__version__
@@ -86,5 +86,13 @@ def test_benchmark_tool_reports_every_method_with_counts_and_ratios(tmp_path, ca
     assert geo['tempme']['step_mem_mb_full'] < geo['plain']['step_mem_mb_full']
     assert geo['tempme']['step_mem_mb_peft'] < geo['plain']['step_mem_mb_peft']
     assert (tmp_path / 'bench.png').stat().st_size > 10_000
+    # gradient caching: the same step on 4 pairs in chunks of 2 holds fewer activations
+    cache = saved['grad_cache']
+    assert cache['geometry'] == 'custom'
+    whole, chunked = cache['whole batch'], cache['chunks of 2']
+    assert (whole['batch'], whole['chunk_size'], chunked['chunk_size']) == (4, None, 2)
+    assert 0 < chunked['step_mem_mb'] < whole['step_mem_mb']
+    assert chunked['train_step_ms'] > 0
     table = capsys.readouterr().out
+    assert '### gradient caching, TempMe PEFT step, custom' in table
     assert '| tempme | 97 (0.16x)' in table

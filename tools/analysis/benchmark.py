@@ -12,13 +12,16 @@ weights:
 Timings run the methods interleaved (plain, tome, tempme, plain, ...) and every ratio
 is the median of the per-round ratios to plain, so the drift of a shared machine
 cancels out. Latency is the video tower (encoder + head) in inference mode; a training
-step is the whole retriever (text and video towers, contrastive loss, backward, AdamW
-step) on ``--train-batch`` video-caption pairs, in full fine-tuning (every weight) and
-in PEFT (LoRA rank 8 + temporal embeddings + head). Peak memory is CUDA's
-``max_memory_allocated`` on a GPU; on CPU it is the peak of live tensor bytes during one
-step (allocator events recorded by the torch profiler) plus the parameters, optimizer
-state and inputs held before it; "step memory" is the part above that resident set
-(activations, gradients, temporaries).
+step is the retriever's own ``train_step`` with the published recipe's optimizer wrapper
+(text and video towers, contrastive loss, backward, gradient scale, clipping, BERT AdamW)
+on ``--train-batch`` video-caption pairs, in full fine-tuning (every weight) and in PEFT
+(LoRA rank 8 + temporal embeddings + head). ``--grad-cache BATCH CHUNK`` adds the TempMe
+PEFT step on a larger batch at once and with gradient caching in chunks (first geometry
+only): the memory and time that keeping a large global batch on one device costs. Peak
+memory is CUDA's ``max_memory_allocated`` on a GPU; on CPU it is the peak of live tensor
+bytes during one step (allocator events recorded by the torch profiler) plus the
+parameters, optimizer state and inputs held before it; "step memory" is the part above
+that resident set (activations, gradients, temporaries).
 
     python tools/analysis/benchmark.py --out work_dirs/benchmark/results.json
     python tools/analysis/benchmark.py --geometries ViT-B/32 --config configs/tempme_msrvtt.py
@@ -79,6 +82,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--train-rounds', type=int, help='timed training rounds, after one '
                         'that measures memory and warms up (default: 2 / 1 on CPU, 10 CUDA)')
     parser.add_argument('--no-train', action='store_true', help='skip the training figures')
+    parser.add_argument('--grad-cache', type=int, nargs=2, default=(16, 4),
+                        metavar=('BATCH', 'CHUNK'), help='TempMe PEFT step on BATCH pairs at '
+                        'once and in chunks of CHUNK, first geometry only (0 0: skip)')
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile every video encoder (inference only)')
     parser.add_argument('--device', default='auto',
@@ -214,23 +220,69 @@ def _train_inputs(batch: int, args: argparse.Namespace, shape: Tuple[int, ...], 
     return dict(video=video.to(device), text=text.to(device))
 
 
-def _optimizer(model: TempMeRetriever) -> torch.optim.Optimizer:
-    """AdamW over the trainable weights, its state created by an empty step.
+def _optim_wrapper(model: TempMeRetriever):
+    """The published recipe's optimizer wrapper (``configs/_base_/schedules/reference_5e.py``:
+    BERT AdamW, gradient scale 0.25, clipping at 1.0, the non-finite guard) over the
+    trainable weights, its state created by an empty step.
 
-    The fused kernel is what the configs use (``optim_wrapper.optimizer.fused``); the
-    empty step (zero gradients, zero learning rate) allocates the moments, so the first
+    The empty step (zero gradients, zero learning rate) allocates the moments, so the first
     measured step is already a steady-state one.
     """
     import torch
+
+    from projects.tempme.engine import BertAdamW, GuardedOptimWrapper
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=0.0, fused=True)
+    optimizer = BertAdamW(params, lr=0.0, weight_decay=0.2)
     for p in params:
         p.grad = torch.zeros_like(p)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     for group in optimizer.param_groups:
         group['lr'] = 1e-6
-    return optimizer
+    return GuardedOptimWrapper(optimizer, clip_grad=dict(max_norm=1.0, norm_type=2),
+                               grad_scale=0.25)
+
+
+def _train_step(model: TempMeRetriever, args: argparse.Namespace, device: torch.device,
+                batch: int) -> Tuple[Callable[[], None], int]:
+    """One training step of ``model`` as a callable, and the bytes held between steps."""
+    import torch
+
+    from projects.tempme.profiling import tensor_bytes
+    model.train()
+    wrapper = _optim_wrapper(model)
+    inputs = _train_inputs(batch, args, model.video_encoder.input_shape,
+                           model.text_encoder.token_embedding.num_embeddings, device)
+
+    def step():
+        model.train_step(dict(inputs=inputs), wrapper)
+
+    state = [t for s in wrapper.optimizer.state.values() for t in s.values()
+             if isinstance(t, torch.Tensor)]
+    resident = tensor_bytes(list(model.parameters()) + list(model.buffers()) + state
+                            + list(inputs.values()))
+    return step, resident
+
+
+def gradient_cache(spec: dict, args: argparse.Namespace, device: torch.device
+                   ) -> Dict[str, dict]:
+    """TempMe's PEFT step on ``--grad-cache`` BATCH pairs at once and in chunks: peak and
+    step memory and step time (one memory step, then one timed step each)."""
+    from projects.tempme.profiling import interleaved_timings, peak_memory_bytes
+    batch, chunk = args.grad_cache
+    steps, out = {}, {}
+    for name, chunk_size in (('whole batch', None), (f'chunks of {chunk}', chunk)):
+        model = build_model(spec, 'tempme', peft=True, seed=args.seed).to(device)
+        model.train_chunk_size = chunk_size
+        step, resident = _train_step(model, args, device, batch)
+        peak = peak_memory_bytes(step, device, resident)
+        out[name] = dict(batch=batch, chunk_size=chunk_size, peak_mem_mb=peak / MB,
+                         step_mem_mb=(peak - resident) / MB)
+        steps[name] = step
+    times = interleaved_timings(steps, 1, warmup=0, synchronize=_sync(device))
+    for name in steps:
+        out[name]['train_step_ms'] = 1000 * statistics.median(times[name])
+    return out
 
 
 def training(models: Dict[str, TempMeRetriever], args: argparse.Namespace,
@@ -239,26 +291,10 @@ def training(models: Dict[str, TempMeRetriever], args: argparse.Namespace,
 
     The memory step comes first and doubles as the warm-up of the timed ones.
     """
-    import torch
-
-    from projects.tempme.profiling import (interleaved_timings, median_ratio, peak_memory_bytes,
-                                           tensor_bytes)
+    from projects.tempme.profiling import interleaved_timings, median_ratio, peak_memory_bytes
     steps, out = {}, {}
     for m, model in models.items():
-        model.train()
-        optimizer = _optimizer(model)
-        inputs = _train_inputs(batch, args, model.video_encoder.input_shape,
-                               model.text_encoder.token_embedding.num_embeddings, device)
-
-        def step(model=model, optimizer=optimizer, inputs=inputs):
-            model(inputs, mode='loss')['loss'].backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-        state = [t for s in optimizer.state.values() for t in s.values()
-                 if isinstance(t, torch.Tensor)]
-        resident = tensor_bytes(list(model.parameters()) + list(model.buffers()) + state
-                                + list(inputs.values()))
+        step, resident = _train_step(model, args, device, batch)
         peak = peak_memory_bytes(step, device, resident)
         out[m] = {f'peak_mem_mb_{tag}': peak / MB,
                   f'step_mem_mb_{tag}': (peak - resident) / MB}
@@ -317,7 +353,7 @@ def run_benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) 
     cuda = device.type == 'cuda'
     if not cuda:
         keep_freed_memory()
-    results, used = {}, {}
+    results, used, grad_cache = {}, {}, None
     for name, spec in geometry_specs(args).items():
         start = time.perf_counter()
         like = spec.get('defaults_of') or name
@@ -335,6 +371,10 @@ def run_benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) 
                f'{"" if args.train_batch else "; --train-batch to change"}), '
                f'{train_rounds} timed training rounds'))
         results[name] = benchmark_geometry(spec, args, device, rounds, train_rounds, batch, log)
+        if all(args.grad_cache) and not grad_cache:
+            log(f'  gradient caching: TempMe PEFT step on {args.grad_cache[0]} pairs, at once '
+                f'and in chunks of {args.grad_cache[1]}')
+            grad_cache = dict(geometry=name, **gradient_cache(spec, args, device))
         log(f'[{name}] done in {time.perf_counter() - start:.0f} s')
     return dict(device=describe_device(device), torch=torch.__version__,
                 threads=torch.get_num_threads(), machine=platform.machine(),
@@ -345,7 +385,7 @@ def run_benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) 
                 memory_measure=('torch.cuda.max_memory_allocated' if cuda else
                                 'peak live CPU tensor bytes during one step (torch profiler '
                                 'allocator events) + parameters, optimizer state and inputs'),
-                results=results)
+                results=results, grad_cache=grad_cache)
 
 
 def keep_freed_memory() -> None:
@@ -433,6 +473,18 @@ def markdown(report: dict) -> str:
         lines.append('tokens per video after each layer: ' + '; '.join(
             f'{m} {geo[m]["input_tokens"]} -> ' + ' '.join(map(str, geo[m]['tokens_per_layer']))
             for m in METHODS))
+        lines.append('')
+    cache = report.get('grad_cache')
+    if cache:
+        rows = [(k, v) for k, v in cache.items() if isinstance(v, dict)]
+        lines += [f'### gradient caching, TempMe PEFT step, {cache["geometry"]}', '',
+                  '| step | batch | peak mem MB | step mem MB | step ms |', '|---|---|---|---|---|']
+        base = rows[0][1]
+        for name, row in rows:
+            ratio = ('' if row is base else
+                     f' ({row["step_mem_mb"] / base["step_mem_mb"]:.2f}x)')
+            lines.append(f'| {name} | {row["batch"]} | {row["peak_mem_mb"]:.0f} | '
+                         f'{row["step_mem_mb"]:.0f}{ratio} | {row["train_step_ms"]:.0f} |')
         lines.append('')
     return '\n'.join(lines)
 
