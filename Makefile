@@ -3,7 +3,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo clean
+.PHONY: install test lint demo try clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -27,6 +27,11 @@ lint: install
 # Train and evaluate TempMe and the order-blind baseline on the synthetic benchmark.
 demo: install
 	$(PY) tools/demo.py
+
+# Every tool once (test, visualise, index, query, export, serve) on a quickly trained demo
+# model: no MSR-VTT, no CLIP weights (README "Try every tool").
+try: install
+	PYTHON=$(abspath $(PY)) tools/try_everything.sh
 
 clean:
 	rm -rf work_dirs .pytest_cache

@@ -286,4 +286,13 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-    main()
+    from projects.tempme_cli import run_tool
+
+    def _main() -> None:
+        args = sys.argv[1:]
+        parse_args(args)  # --help and argument errors before torch is imported
+        from projects.tempme.known_warnings import ignore_known_warnings
+        with ignore_known_warnings():
+            main(args)
+
+    run_tool(_main, root=ROOT)

@@ -9,7 +9,7 @@ attached by the tools to the loggers they create.
 import contextlib
 import logging
 import re
-from typing import Iterator, Optional, Pattern, Tuple, Type
+from typing import ContextManager, Iterator, Optional, Pattern, Tuple, Type
 
 from mmengine.config import Config
 from mmengine.logging import MMLogger
@@ -19,10 +19,11 @@ from mmengine.runner import Runner
 from projects.tempme_cli import UserError
 
 __all__ = ['FILE_ONLY_MESSAGES', 'FileOnly', 'quiet_console', 'build_quiet_runner',
-           'random_weights_expected']
+           'drop_root_messages', 'random_weights_expected', 'QUANTIZATION_ADVICE']
 
 #: Log messages written to the log file only (regexes, searched in the message):
-#: - the runner's environment, config and hook-order dumps, and its SyncBN notice;
+#: - the runner's environment, config and hook-order dumps, its SyncBN notice and the
+#:   optimizer's four lines per parameter with its own settings (paramwise_cfg);
 #: - mmengine 0.10's notices that ``FileClient`` / ``HardDiskBackend`` will be deprecated,
 #:   logged whenever mmaction2's decord reader or mmengine's checkpoint hook opens a file.
 FILE_ONLY_MESSAGES: Tuple[Pattern[str], ...] = (
@@ -30,6 +31,7 @@ FILE_ONLY_MESSAGES: Tuple[Pattern[str], ...] = (
     re.compile(r'\AConfig:\n'),
     re.compile(r'\AHooks will be executed in the following order'),
     re.compile(r'\ADistributed training is not used, all SyncBatchNorm'),
+    re.compile(r'\Aparamwise_options -- '),
     re.compile(r'"FileClient" will be deprecated in future'),
     re.compile(r'"HardDiskBackend" is the alias of "LocalBackend"'),
 )
@@ -95,24 +97,35 @@ def _build_quiet_runner(cfg: Config) -> Runner:
     return runner
 
 
-class _DropMessage(logging.Filter):
-    def __init__(self, pattern: str) -> None:
+class _DropMessages(logging.Filter):
+    def __init__(self, patterns: Tuple[str, ...]) -> None:
         super().__init__()
-        self.pattern = re.compile(pattern)
+        self.patterns = [re.compile(p) for p in patterns]
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not self.pattern.search(record.getMessage())
+        message = record.getMessage()
+        return not any(p.search(message) for p in self.patterns)
 
 
 @contextlib.contextmanager
-def random_weights_expected() -> Iterator[None]:
-    """Inside the block, open_clip's root-logger warning that a model is randomly
-    initialised is dropped: for tools that build random-weight models on purpose (the
-    benchmark builds a dozen) and say so in their own output."""
-    notice = _DropMessage(r'^No pretrained weights loaded for model')
+def drop_root_messages(*patterns: str) -> Iterator[None]:
+    """Inside the block, root-logger records matching any of ``patterns`` (regexes) are
+    dropped: third-party notices logged with ``logging.warning`` that a tool has answered."""
+    notice = _DropMessages(patterns)
     root = logging.getLogger()
     root.addFilter(notice)
     try:
         yield
     finally:
         root.removeFilter(notice)
+
+
+def random_weights_expected() -> ContextManager[None]:
+    """Drop open_clip's warning that a model is randomly initialised: for tools that build
+    random-weight models on purpose (the benchmark builds a dozen) and say so themselves."""
+    return drop_root_messages(r'^No pretrained weights loaded for model')
+
+
+#: ONNX Runtime's advice for static quantization of convolutional graphs, logged for every
+#: graph: the int8 export quantizes matrix products dynamically (README "Deploy").
+QUANTIZATION_ADVICE = r'^Please consider to run pre-processing before quantization'

@@ -201,9 +201,10 @@ def visualize(config: str, video: str, out: str, checkpoint: Optional[str] = Non
 
     from projects.tempme.apis.inference import (VideoReader, check_frames, init_retriever,
                                                 preprocess_videos)
+    from projects.tempme.console import quiet_console
     from projects.tempme.known_warnings import ignore_known_warnings
     from projects.tempme.profiling import video_gmacs
-
+    quiet_console()  # mmengine's file-backend notices, logged when the video is opened
     with ignore_known_warnings():
         loaded = init_retriever(config, checkpoint, device=device, cfg_options=cfg_options)
     frames = VideoReader(loaded.cfg)(video)
