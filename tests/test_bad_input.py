@@ -429,7 +429,8 @@ def test_short_video_frames_repeat_in_time_order(video_dir: Path, logs: LogRecor
 
 def test_training_stops_before_the_first_step(video_dir: Path, tmp_path: Path) -> None:
     (video_dir / 'train.json').write_text(json.dumps(all_videos_annotation()))
-    (video_dir / 'test.json').write_text(json.dumps({'good.mp4': ['a caption']}))
+    for split in ('val', 'test'):
+        (video_dir / f'{split}.json').write_text(json.dumps({'good.mp4': ['a caption']}))
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1')
     proc = subprocess.run(
         [sys.executable, 'tools/train.py', 'configs/tempme_tiny.py', '--work-dir',
