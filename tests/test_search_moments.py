@@ -220,3 +220,42 @@ def test_rows_of_a_crafted_index_are_refused_by_name(tmp_path):
         np.save(f, good[['file', 'start']], allow_pickle=False)
     with pytest.raises(ValueError, match='not \\(rows,\\) records'):
         VideoIndex.load(str(tmp_path / 'idx'))
+
+
+# -- a trained model finds each scene at its time ------------------------------------------------
+@pytest.fixture(scope='module')
+def synthetic_checkpoint(tmp_path_factory):
+    """TempMe of configs/tempme_synthetic.py trained briefly on the synthetic benchmark (the
+    demo's recipe, shortened: 256 videos, 4 epochs)."""
+    root = tmp_path_factory.mktemp('synthetic_model')
+    data, work = root / 'data', root / 'work'
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    options = [f'{split}_dataloader.dataset.data_root={data}' for split in ('train', 'val',
+                                                                            'test')]
+
+    def run(*args):
+        done = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=1800)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    run('tools/data/make_synthetic.py', '--out', str(data), '--num-train', '256', '--num-val',
+        '4', '--num-test', '4', '--seed', '5')
+    run('tools/data/cache_frames.py', 'configs/tempme_synthetic.py', '--split', 'train',
+        '--no-progress', '--cfg-options', *options)
+    epochs = 4
+    run('tools/train.py', 'configs/tempme_synthetic.py', '--work-dir', str(work), '--seed', '0',
+        '--cfg-options', *options, f'train_cfg.max_epochs={epochs}',
+        f'train_cfg.val_begin={epochs + 1}', f'default_hooks.checkpoint.interval={epochs}')
+    return str(work / f'epoch_{epochs}.pth')
+
+
+def test_a_trained_model_finds_each_scene_of_a_long_video_at_its_time(tmp_path,
+                                                                      synthetic_checkpoint):
+    from tools.analysis import search_moments
+    report = search_moments.evaluate('configs/tempme_synthetic.py', synthetic_checkpoint,
+                                     str(tmp_path), videos=2, segments=5, seed=1)
+    # two 60-s videos: 9 windows of 12 s every 6 s each, 5 scenes with their own captions
+    assert (report['captions'], report['windows']) == (10, 18)
+    print(f'scenes found at their time: {report["at_time"]:.0%} (a random window: '
+          f'{report["chance_at_time"]:.0%}), first of the index: {report["top1"]:.0%}')
+    assert report['at_time'] > 0.5 and report['at_time'] > report['chance_at_time'] + 0.2
