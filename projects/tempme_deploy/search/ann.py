@@ -48,7 +48,8 @@ def default_nlist(rows: int) -> int:
 def _kmeans(points: np.ndarray, k: int, seed: int, iterations: int) -> np.ndarray:
     faiss = _faiss()
     kmeans = faiss.Kmeans(points.shape[1], k, niter=iterations, spherical=True, seed=seed,
-                          verbose=False, max_points_per_centroid=256)
+                          verbose=False, max_points_per_centroid=256,
+                          min_points_per_centroid=1)  # small fine clusters are expected
     kmeans.train(np.ascontiguousarray(points, dtype=np.float32))
     return kmeans.centroids
 
