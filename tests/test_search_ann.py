@@ -91,3 +91,19 @@ def test_a_crafted_ivf_is_refused_by_name(tmp_path):
     os.symlink(elsewhere, centroids_path)
     with pytest.raises(ValueError, match='outside the index folder'):
         VideoIndex.load(str(folder))
+
+
+def test_an_index_past_the_threshold_is_built_with_the_ivf_and_queried_through_it(tmp_path):
+    from tests.conftest import write_circle_video
+    from tools import search as search_tool
+    for i, colour in enumerate([(0, 0, 255), (0, 255, 0), (255, 0, 0), (0, 255, 255)]):
+        write_circle_video(tmp_path / 'videos' / f'v{i}.mp4', colour)
+    index_dir = str(tmp_path / 'index')
+    search_tool.build_index(str(tmp_path / 'videos'), index_dir, 'configs/tempme_tiny.py',
+                            progress=False, ann_min_rows=2)
+    assert VideoIndex.load(index_dir).ann_info['nlist'] == ann.default_nlist(4)
+    approximate = search_tool.query_index(index_dir, 'a red circle', top_k=4, exact=False)
+    exact = search_tool.query_index(index_dir, 'a red circle', top_k=4)
+    assert [h.path for h in approximate] == [h.path for h in exact]
+    np.testing.assert_allclose([h.score for h in approximate], [h.score for h in exact],
+                               atol=1e-6)

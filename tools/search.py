@@ -595,14 +595,15 @@ def load_index_model(index: VideoIndex, config: Optional[str] = None,
 
 def query_index(index_dir: str, text: str, top_k: int = 10, config: Optional[str] = None,
                 checkpoint: Optional[str] = None, device: str = 'cpu',
-                onnx: Optional[str] = None, per_video: int = 1, exact: bool = False,
+                onnx: Optional[str] = None, per_video: int = 1, exact: bool = True,
                 nprobe: Optional[int] = None) -> List[Moment]:
     """The ``top_k`` moments of the index best matching ``text``, best first.
 
     Overlapping windows of a video count as one moment (the best of them); ``per_video``
     moments of one video at most. The text is encoded by the index's model in PyTorch, or
     by the ONNX export in ``onnx`` (which needs neither torch nor mmengine; its fingerprint
-    must be the index's). An index with approximate search uses it unless ``exact``.
+    must be the index's). Exact by default: one query per run, and building an index's IVF
+    at load costs more than one exact pass; ``exact=False`` uses it, as the service does.
     """
     if is_empty_query(text):
         raise ValueError('the query is empty (only spaces, control or zero-width characters): '
@@ -757,8 +758,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     query.add_argument('--sheet', help='save a contact sheet of the moments (PNG)')
     query.add_argument('--sheet-frames', type=int, default=4, help='frames per moment on the '
                        'sheet')
-    query.add_argument('--exact', action='store_true',
-                       help='exact search even if the index has approximate search')
+    query.add_argument('--ann', action='store_true',
+                       help='use the index\'s approximate search (IVF), as the service does; '
+                       'one query is faster exact, since the IVF is built at load')
     query.add_argument('--nprobe', type=_positive,
                        help='IVF lists scanned per query (default: the calibrated one)')
     query.add_argument('--config', help='config to use instead of the recorded one')
@@ -788,7 +790,7 @@ def main(argv=None):
         return stats
     hits = query_index(args.index, args.text, args.top_k, args.config, args.checkpoint,
                        args.device, onnx=args.onnx, per_video=args.per_video,
-                       exact=args.exact, nprobe=args.nprobe)
+                       exact=not args.ann, nprobe=args.nprobe)
     if args.json:
         print(json.dumps(dict(query=args.text, index=os.path.abspath(args.index),
                               results=[dict(rank=r, **hit.to_dict())
