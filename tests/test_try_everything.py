@@ -73,6 +73,6 @@ def test_try_everything_runs_every_tool(tmp_path):
     assert {folder: entry['precision'] for folder, entry in exports.items()} == {
         str(work / 'onnx'): 'float32', str(work / 'onnx_int8'): 'int8'}
     # the service answered with ranked paths of the indexed test videos
-    answer = next(line for line in done.stdout.splitlines() if line.startswith('['))
+    answer = next(line for line in done.stdout.splitlines() if line.startswith('[{'))
     hits = json.loads(answer)
     assert len(hits) == 3 and all('test_' in json.dumps(hit) for hit in hits)
