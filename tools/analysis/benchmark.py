@@ -84,7 +84,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--no-train', action='store_true', help='skip the training figures')
     parser.add_argument('--grad-cache', type=int, nargs=2, default=(16, 4),
                         metavar=('BATCH', 'CHUNK'), help='TempMe PEFT step on BATCH pairs at '
-                        'once and in chunks of CHUNK, first geometry only (0 0: skip)')
+                        'once and in chunks of CHUNK, first geometry only (0 0 or --no-train: '
+                        'skip)')
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile every video encoder (inference only)')
     parser.add_argument('--device', default='auto',
@@ -371,7 +372,7 @@ def run_benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) 
                f'{"" if args.train_batch else "; --train-batch to change"}), '
                f'{train_rounds} timed training rounds'))
         results[name] = benchmark_geometry(spec, args, device, rounds, train_rounds, batch, log)
-        if all(args.grad_cache) and not grad_cache:
+        if all(args.grad_cache) and not args.no_train and not grad_cache:
             log(f'  gradient caching: TempMe PEFT step on {args.grad_cache[0]} pairs, at once '
                 f'and in chunks of {args.grad_cache[1]}')
             grad_cache = dict(geometry=name, **gradient_cache(spec, args, device))
