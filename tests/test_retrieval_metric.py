@@ -1,6 +1,7 @@
 """Retrieval ranking functions and the RetrievalMetric, checked against hand-computed ranks."""
 import json
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -507,3 +508,20 @@ def test_registered_beside_mmaction_metric():
     metric = METRICS.build(dict(type='TempMeRetrievalMetric', dsl=True))
     assert isinstance(metric, RetrievalMetric) and metric.dsl
     assert metric.prefix == 'retrieval'
+
+
+def test_tools_that_rank_saved_matrices_use_the_configs_conventions():
+    """The demo and test_onnx rank with the test_evaluator's conventions, as tools/test.py."""
+    from mmengine.config import Config
+
+    from projects.tempme.evaluation import evaluator_conventions
+    root = Path(__file__).resolve().parents[1] / 'configs'
+    demo = Config.fromfile(root / 'tempme_synthetic.py').test_evaluator
+    assert evaluator_conventions(demo) == dict(v2t_convention='all_captions',
+                                               mdr_convention='published')
+    msrvtt = Config.fromfile(root / 'tempme_msrvtt.py').test_evaluator
+    assert evaluator_conventions(msrvtt) == dict(v2t_convention='clip4clip',
+                                                 mdr_convention='published')
+    listed = [dict(type='AccMetric'), dict(type='TempMeRetrievalMetric',
+                                           mdr_convention='lower_middle')]
+    assert evaluator_conventions(listed)['mdr_convention'] == 'lower_middle'

@@ -140,7 +140,7 @@ def evaluate_method(name: str, config: str, args: argparse.Namespace, ann_file: 
                     order_captions: List[int], twins: Dict[int, List[int]]) -> Dict[str, float]:
     import torch
 
-    from projects.tempme.evaluation import retrieval_metrics
+    from projects.tempme.evaluation import evaluator_conventions, retrieval_metrics
     work_dir = Path(args.work_dir) / name
     options = _data_options(args.data, ann_file) + list(args.cfg_options)
     if args.epochs is not None:
@@ -159,9 +159,11 @@ def evaluate_method(name: str, config: str, args: argparse.Namespace, ann_file: 
           str(sim_file), '--cfg-options', *options])
     test_wall = time.perf_counter() - start
     saved = torch.load(sim_file, weights_only=True)
-    everything = retrieval_metrics(saved['sim'], saved['caption_to_video'])
+    # ranked as tools/test.py ranks with this config (its test_evaluator's conventions)
+    conventions = evaluator_conventions(_load_config(config, options).get('test_evaluator'))
+    everything = retrieval_metrics(saved['sim'], saved['caption_to_video'], **conventions)
     order = retrieval_metrics(saved['sim'], saved['caption_to_video'],
-                              captions=torch.tensor(order_captions))
+                              captions=torch.tensor(order_captions), **conventions)
     win_rate = twin_win_rate(saved['sim'], saved['caption_to_video'], order_captions, twins)
     return dict(**everything, t2v_R1_order=order['t2v_R1'], t2v_R5_order=order['t2v_R5'],
                 t2v_R10_order=order['t2v_R10'], order_twin_win_rate=win_rate,

@@ -29,7 +29,7 @@ from tqdm import tqdm
 import projects.tempme  # noqa: F401  (compatibility fixes + registration)
 from projects.tempme.apis.inference import export_video_reader
 from projects.tempme.deployment.parity import row_cosines
-from projects.tempme.evaluation.ranking import retrieval_metrics
+from projects.tempme.evaluation.ranking import evaluator_conventions, retrieval_metrics
 from projects.tempme.evaluation.retrieval_metric import format_metrics
 from projects.tempme.known_warnings import ignore_known_warnings
 from projects.tempme_deploy.fileio import atomic_write
@@ -84,7 +84,9 @@ def evaluate(cfg: Config, exports: List[str], split: str = 'test', batch: int = 
                                 for j in range(0, len(captions), 256)])
         sim = torch.from_numpy(texts) @ torch.from_numpy(videos).T
         entry = dict(precision=retriever.precision,
-                     metrics=retrieval_metrics(sim, dataset.caption_to_video),
+                     metrics=retrieval_metrics(sim, dataset.caption_to_video,
+                                               **evaluator_conventions(
+                                                   cfg.get(f'{split}_evaluator'))),
                      num_videos=len(files), num_captions=len(captions))
         if first is None:
             first = videos, texts

@@ -25,7 +25,7 @@ MSR-VTT 1k-A, whose videos have one caption each), chosen by name:
   ranks, otherwise (one caption per video, and video-to-text always).
   ``'mean_of_middle'`` and ``'lower_middle'`` force one rule for both directions.
 """
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -296,3 +296,16 @@ def dual_softmax(sim: Tensor, temperature: float = 100.0) -> Tensor:
     prior = torch.softmax(scores * temperature, dim=0)
     out_dtype = sim.dtype if sim.is_floating_point() else work_dtype
     return (scores * prior).to(out_dtype)
+
+
+def evaluator_conventions(evaluator: Any) -> Dict[str, str]:
+    """``v2t_convention`` / ``mdr_convention`` of a config's evaluator (a metric dict or a
+    list of them), the metric's defaults where unset: tools that rank a saved or exported
+    similarity matrix count as ``tools/test.py`` does with the same config."""
+    metrics = evaluator if isinstance(evaluator, (list, tuple)) else [evaluator]
+    found = dict(v2t_convention=V2T_CONVENTIONS[0], mdr_convention=MDR_CONVENTIONS[0])
+    for metric in metrics:
+        if isinstance(metric, dict) and 'RetrievalMetric' in str(metric.get('type', '')):
+            found.update({k: metric[k] for k in found if metric.get(k) is not None})
+            break
+    return found
