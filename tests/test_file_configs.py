@@ -16,8 +16,14 @@ def test_a_dotted_type_runs_code_when_built_without_the_check(tmp_path):
 
 
 def test_a_real_config_passes_unchanged():
-    cfg = Config.fromfile('configs/tempme_tiny.py').to_dict()
+    """What an index records of a real config (its model and test pipeline) passes as is;
+    the runtime parts it leaves out name their runner and DDP wrapper with a scope."""
+    from tools.search import frozen_config
+    full = Config.fromfile('configs/tempme_tiny.py')
+    cfg = frozen_config(full)
     assert checked_file_config(cfg, 'manifest.json') is cfg
+    with pytest.raises(UnsafeFileConfigError, match='model_wrapper_cfg.type'):
+        checked_file_config(full.to_dict(), 'manifest.json')
     pipeline = cfg['test_dataloader']['dataset']['pipeline']
     assert checked_file_config(pipeline, 'deploy.json', 'video_pipeline') is pipeline
     assert {'TempMeViT', 'Recognizer3D', 'DecordInit', 'AdamW'} <= registered_names()

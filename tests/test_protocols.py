@@ -99,13 +99,18 @@ def test_splits_must_fit_the_protocol():
 
 # -- the experiment configs with a protocol base -----------------------------------------
 def _config_with_protocol(tmp_path, experiment: str, protocol: str, extra: str = '') -> Config:
-    """``configs/<experiment>`` with the protocol base and the lines that select it,
-    written the way the experiment file itself would say it."""
+    """``configs/<experiment>`` switched to a protocol base's settings and the lines that
+    select it (the experiment configs already name one protocol, so a child config
+    replaces it rather than adding the base a second time)."""
     os.symlink(ROOT / 'configs', tmp_path / 'configs')
+    chosen = Config.fromfile(str(ROOT / f'configs/_base_/protocols/{protocol}.py'))
+    settings = dict(chosen.evaluation_protocol)
     path = tmp_path / f'exp_{protocol}.py'
     path.write_text(
-        f"_base_ = ['configs/{experiment}', 'configs/_base_/protocols/{protocol}.py']\n"
-        + SELECT_LINES + extra)
+        f"_base_ = ['configs/{experiment}']\n"
+        f"evaluation_protocol = dict(_delete_=True, **{settings!r})\n"
+        + SELECT_LINES.replace('_base_.evaluation_protocol.select', repr(settings['select']))
+        .replace('_base_.evaluation_protocol.rule', repr(settings['rule'])) + extra)
     return Config.fromfile(str(path))
 
 

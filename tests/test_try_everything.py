@@ -10,6 +10,7 @@ import re
 import shlex
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +54,8 @@ def _free_port() -> int:
 
 def test_try_everything_runs_every_tool(tmp_path):
     work = tmp_path / 'try'
-    env = dict(os.environ, DEMO_ARGS=SMALL, PORT=str(_free_port()), PYTHONPATH=str(ROOT))
+    env = dict(os.environ, DEMO_ARGS=SMALL, PORT=str(_free_port()), PYTHONPATH=str(ROOT),
+               PYTHON=sys.executable)
     # run from another directory, as a user may
     done = subprocess.run(['bash', str(SCRIPT), str(work)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=1200)

@@ -17,7 +17,7 @@ import os.path as osp
 from typing import Any, Dict, List, Optional, Sequence
 
 from mmaction.registry import LOOPS
-from mmengine.dist import is_main_process
+from mmengine.dist import barrier, is_main_process
 from mmengine.hooks import CheckpointHook
 from mmengine.runner import EpochBasedTrainLoop, TestLoop
 
@@ -221,6 +221,8 @@ class ProtocolTrainLoop(EpochBasedTrainLoop):
         """Evaluate the selected checkpoint once on the test split (clean protocol)."""
         if not checkpoint:
             raise RuntimeError('the clean protocol found no best checkpoint to test')
+        # the main process writes the checkpoint: every rank waits until it is on disk
+        barrier()
         self.runner.load_checkpoint(checkpoint, map_location='cpu')
         test_loop = self.runner.test_loop
         if test_loop is None:
