@@ -144,12 +144,16 @@ class VideoReader:
         results = dict(filename=path, start_index=0, modality='RGB')
         for transform in self.transforms:
             results = transform(results)
-        frames = results['imgs']
-        frames = np.stack(frames) if isinstance(frames, (list, tuple)) else np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ValueError(f'{path}: the pipeline gave frames of shape {frames.shape} '
-                             f'({frames.dtype}), expected uint8 (T, H, W, 3)')
-        return torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))
+        return frames_to_tensor(results['imgs'], path)
+
+
+def frames_to_tensor(frames, path: str) -> torch.Tensor:
+    """A pipeline's decoded frames as the uint8 (T, 3, H, W) tensor the encoders take."""
+    frames = np.stack(frames) if isinstance(frames, (list, tuple)) else np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f'{path}: the pipeline gave frames of shape {frames.shape} '
+                         f'({frames.dtype}), expected uint8 (T, H, W, 3)')
+    return torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))
 
 
 def export_video_reader(info: Dict, export_dir: str) -> VideoReader:

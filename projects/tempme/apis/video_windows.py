@@ -20,7 +20,7 @@ from mmengine.registry import DefaultScope
 from projects.tempme_deploy.search.moments import Window, WindowSettings, plan_windows
 
 from ..file_configs import checked_file_config
-from .inference import video_pipeline_config
+from .inference import frames_to_tensor, video_pipeline_config
 
 
 class _Frames:
@@ -126,16 +126,8 @@ class WindowReader:
                            video_reader=frames.view(window))
             for transform in self.transforms[self.init_at + 1:]:
                 results = transform(results)
-            yield index, window, _to_tensor(results['imgs'], path)
+            yield index, window, frames_to_tensor(results['imgs'], path)
         self.decoded = frames.decoded
-
-
-def _to_tensor(frames, path: str) -> torch.Tensor:
-    frames = np.stack(frames) if isinstance(frames, (list, tuple)) else np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f'{path}: the pipeline gave frames of shape {frames.shape} '
-                         f'({frames.dtype}), expected uint8 (T, H, W, 3)')
-    return torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))
 
 
 def export_window_reader(info: Dict, export_dir: str) -> WindowReader:
