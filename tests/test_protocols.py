@@ -1,5 +1,6 @@
 """Evaluation protocols: the pure rules, the base configs, and tiny training runs."""
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -292,6 +293,17 @@ def test_a_run_that_evaluates_nothing_trains_without_the_protocol(tmp_path, data
     runner = _tiny_runner(tmp_path, data_root, 'clean',
                           {'train_cfg.val_begin': 2, 'default_hooks.checkpoint.save_best': None,
                            'train_dataloader.batch_size': 8})
-    runner.train()
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    runner.logger.addHandler(handler)
+    try:
+        runner.train()
+    finally:
+        runner.logger.removeHandler(handler)
     assert runner.train_loop.iter == 2 and runner.train_loop.evaluations == []
     assert not (tmp_path / 'work' / 'evaluation_protocol.json').exists()
+    # chosen in the config (as the demo does): said at INFO, naming the setting, no warning
+    said = [(r.levelno, r.getMessage()) for r in records if 'not run' in r.getMessage()]
+    assert len(said) == 1 and said[0][0] == logging.INFO
+    assert 'train_cfg.val_begin (2) is after the last epoch' in said[0][1]

@@ -37,6 +37,7 @@ from projects.tempme.apis.inference import (LoadedRetriever, check_frames, descr
                                             encode_videos, init_retriever)
 from projects.tempme.apis.video_windows import WindowReader, default_window, export_window_reader
 from projects.tempme.config_checks import check_data_fits_model
+from projects.tempme.console import quiet_console
 from projects.tempme.file_configs import checked_file_config
 from projects.tempme.known_warnings import ignore_known_warnings
 from projects.tempme_deploy.fileio import atomic_write
@@ -773,6 +774,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None):
     args = parse_args(argv)
+    quiet_console()  # mmengine's file-backend notices, logged when a video is opened
     if args.command == 'index':
         stats = build_index(args.video_dir, args.index, args.config, args.checkpoint,
                             args.cfg_options, args.batch_size, args.workers, args.save_every,

@@ -252,8 +252,10 @@ def safe_load_checkpoint(path: Union[str, os.PathLike],
             f'complete and a torch checkpoint?): {exc}') from exc
 
 
-def _load_local_checkpoint(filename: str, map_location: Any = None) -> Any:
-    """mmengine's loader for local paths, with :func:`safe_load_checkpoint`."""
+def load_from_safe_local(filename: str, map_location: Any = None) -> Any:
+    """mmengine's loader for local paths, with :func:`safe_load_checkpoint`. mmengine logs
+    the loader's name past its ``load_from_`` prefix: "Loads checkpoint by safe_local
+    backend"."""
     return safe_load_checkpoint(os.path.expanduser(filename), map_location=map_location)
 
 
@@ -272,7 +274,7 @@ def safe_checkpoint_loading() -> Iterator[None]:
     from mmengine.runner import checkpoint as mm_checkpoint
     loaders = mm_checkpoint.CheckpointLoader
     previous_local, previous_url = loaders._schemes[''], mm_checkpoint.load_url
-    loaders.register_scheme(prefixes='', loader=_load_local_checkpoint, force=True)
+    loaders.register_scheme(prefixes='', loader=load_from_safe_local, force=True)
     mm_checkpoint.load_url = safe_load_url
     try:
         yield

@@ -29,17 +29,17 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from projects.tempme.apis.inference import encode_texts, init_retriever, load_config  # noqa: E402
-from projects.tempme_data.long_videos import write_long_videos  # noqa: E402
-from projects.tempme_deploy.search import VideoIndex  # noqa: E402
-from projects.tempme_deploy.search.moments import overlaps  # noqa: E402
-from tools import search as search_tool  # noqa: E402
-
 
 def evaluate(config: str, checkpoint: Optional[str], out: str, videos: int = 4,
              segments: int = 5, seed: int = 0, cfg_options: Optional[dict] = None,
              window: Optional[float] = None, stride: Optional[float] = None) -> Dict:
     """Write the videos under ``out``, index them, query each caption; the figures above."""
+    # imported here, so that main() imports them with the known warnings hidden
+    from projects.tempme.apis.inference import encode_texts, init_retriever, load_config
+    from projects.tempme_data.long_videos import write_long_videos
+    from projects.tempme_deploy.search import VideoIndex
+    from projects.tempme_deploy.search.moments import overlaps
+    from tools import search as search_tool
     cfg = load_config(config, cfg_options)
     size = int(cfg.model.clip.arch['vision_cfg']['image_size'])
     start = time.perf_counter()
@@ -88,8 +88,12 @@ def main(argv=None) -> Dict:
     parser.add_argument('--window', type=float, help='seconds per window (default: the clip)')
     parser.add_argument('--stride', type=float, help='seconds between windows (default: half)')
     args = parser.parse_args(argv)
-    report = evaluate(args.config, args.checkpoint, args.out, args.videos, args.segments,
-                      args.seed, window=args.window, stride=args.stride)
+    from projects.tempme.console import quiet_console
+    from projects.tempme.known_warnings import ignore_known_warnings
+    with ignore_known_warnings():
+        quiet_console()  # mmengine's file-backend notices, logged when a video is opened
+        report = evaluate(args.config, args.checkpoint, args.out, args.videos, args.segments,
+                          args.seed, window=args.window, stride=args.stride)
     with open(os.path.join(args.out, 'report.json'), 'w') as f:
         json.dump(report, f, indent=1)
     n = report['captions']

@@ -24,6 +24,7 @@ from mmaction.registry import TRANSFORMS
 from mmengine.config import Config, DictAction
 
 import projects.tempme  # noqa: F401  (registration)
+from projects.tempme.console import quiet_console
 from projects.tempme.datasets import data_prefix_folder, load_video_captions
 from projects.tempme.datasets.frame_cache import (FrameCacheError, LoadCachedFrames,
                                                   cache_entry_path, check_cached_resize,
@@ -96,6 +97,7 @@ def main(argv=None) -> int:
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, e.g. train_dataloader.dataset.data_root=DIR')
     args = parser.parse_args(argv)
+    quiet_console()  # mmengine's file-backend notices, logged when a video is opened
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 import projects.tempme  # noqa: F401  (compatibility fixes + registration)
 from projects.tempme.apis.inference import export_video_reader
+from projects.tempme.console import quiet_console
 from projects.tempme.deployment.parity import row_cosines
 from projects.tempme.evaluation.ranking import evaluator_conventions, retrieval_metrics
 from projects.tempme.evaluation.retrieval_metric import format_metrics
@@ -99,6 +100,7 @@ def evaluate(cfg: Config, exports: List[str], split: str = 'test', batch: int = 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Dict]:
     args = parse_args(argv)
+    quiet_console()  # mmengine's file-backend notices, logged when a video is opened
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)

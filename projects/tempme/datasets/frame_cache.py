@@ -134,6 +134,13 @@ def read_manifest(cache_root: str) -> dict:
 
 
 # -- writing ---------------------------------------------------------------------------------
+def _quiet_worker() -> None:
+    """A decoding process keeps mmengine's file-backend notices off the console, as the
+    tool that started it does."""
+    from ..console import quiet_console
+    quiet_console()
+
+
 def _cache_one(job: Tuple[str, str, str, dict]) -> Tuple[str, Optional[dict], str]:
     """Decode one video and write its frames; ``(key, manifest entry or None, error)``."""
     key, path, cache_root, rule = job
@@ -221,7 +228,8 @@ def update_cache(cache_root: str, videos: Sequence[Tuple[str, str]], rule: dict,
             todo.append((key, path, root, rule))
     os.makedirs(root, exist_ok=True)
     stats = dict(videos=len(videos), cached=0, unchanged=len(videos) - len(todo), failed=0)
-    pool = get_context('spawn').Pool(workers) if workers > 1 else None
+    pool = get_context('spawn').Pool(workers, initializer=_quiet_worker) if workers > 1 \
+        else None
     results = pool.imap_unordered(_cache_one, todo) if pool else map(_cache_one, todo)
     since_save = 0
     try:

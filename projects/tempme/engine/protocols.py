@@ -98,11 +98,16 @@ class ProtocolTrainLoop(EpochBasedTrainLoop):
     def _prepare(self) -> bool:
         """Check the config against the protocol; ``False`` when nothing is evaluated."""
         protocol = self.protocol
-        if self.runner.val_loop is None or not self._evaluates():
+        if self.runner.val_loop is None:
             self.runner.logger.warning(
                 f'evaluation protocol {protocol.name!r} not run: this run evaluates nothing '
-                '(--no-validate, no val_dataloader / val_cfg / val_evaluator, or val_begin '
-                'after the last epoch without step evaluations)')
+                '(--no-validate, or no val_dataloader / val_cfg / val_evaluator)')
+            return False
+        if not self._evaluates():  # chosen in the config (the demo tests after training)
+            self.runner.logger.info(
+                f'evaluation protocol {protocol.name!r} not run: train_cfg.val_begin '
+                f'({self.val_begin}) is after the last epoch and no step evaluation falls '
+                'inside the run')
             return False
         check_splits(protocol, split_identity(_dataset_cfg(self.runner, 'val_dataloader')),
                      split_identity(_dataset_cfg(self.runner, 'test_dataloader')))
