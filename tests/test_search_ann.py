@@ -107,3 +107,20 @@ def test_an_index_past_the_threshold_is_built_with_the_ivf_and_queried_through_i
     assert [h.path for h in approximate] == [h.path for h in exact]
     np.testing.assert_allclose([h.score for h in approximate], [h.score for h in exact],
                                atol=1e-6)
+
+
+def test_more_lists_than_clusters_so_that_a_query_scans_few():
+    # 400 clusters of 100 rows: sqrt(N) = 200 lists mix clusters, and recall then needs a
+    # large share of the lists scanned (measured on these rows: 64 of 200; the 4M-row
+    # failure of search_speed.py); 4 sqrt(N) = 800 lists need 4
+    rows, _ = search_speed.clustered_rows(40_000, 512, clusters=400, seed=0)
+    assert ann.default_nlist(40_000) == 800 and ann.default_nlist(100) == 2
+    centroids = ann.train_centroids(rows)
+    lists = ann.assign_lists(centroids, rows)
+    assert len(centroids) == 800
+    # the nearest centroid of every row, as a brute-force search over the centroids finds it
+    brute = np.argmax(rows[:2000].astype(np.float64) @ centroids.T.astype(np.float64), axis=1)
+    assert np.mean(lists[:2000] == brute) > 0.999
+    ivf = ann.IvfIndex(centroids, lists, rows, nprobe=1)
+    nprobe, recall = ann.calibrate_nprobe(ivf, rows)
+    assert recall >= 0.995 and nprobe <= 16, (nprobe, recall)

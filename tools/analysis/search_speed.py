@@ -8,7 +8,7 @@ row is near-identical to a query). Measures, with one query at a time:
 - exact search: :func:`~projects.tempme_deploy.search.top_k` (one matrix-vector product
   and a partial sort), p50 / p99 over ``--exact-queries`` queries;
 - the IVF of :mod:`projects.tempme_deploy.search.ann` at its default settings
-  (``nlist = sqrt(N)``, ``nprobe`` calibrated for recall@10 >= 0.995 on queries made
+  (``nlist = 4 sqrt(N)``, ``nprobe`` calibrated for recall@10 >= 0.995 on queries made
   from stored rows): build time (k-means, assignment, 8-bit codes, calibration), the memory
   it adds to the float32 rows (its codes, ids and centroids, and the process's resident
   growth while building it), query latency p50 / p99 over ``--queries`` queries, and
