@@ -17,8 +17,10 @@ $(STAMP): setup.cfg pyproject.toml $(wildcard projects/tempme*/__init__.py) | $(
 
 install: $(STAMP)
 
+# Two test processes, each taking whole files (a file's fixtures are built once); one torch
+# thread each, so the two do not contend for the cores. Add PYTEST_ARGS="-n 0" for one.
 test: lint
-	$(PY) -m pytest -q tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS) tests
 
 lint: install
 	$(PY) -m flake8 projects tools tests configs
