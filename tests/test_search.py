@@ -111,6 +111,12 @@ def videos(tmp_path):
     return root
 
 
+def test_nothing_to_encode_draws_no_progress_bar(capsys):
+    assert list(search_tool.encode_jobs([], None, None, batch_size=2, workers=0,
+                                        progress=True)) == []
+    assert capsys.readouterr().err == ''
+
+
 def test_index_is_incremental_and_reports_unreadable_videos(tmp_path, videos, capsys):
     index_dir = str(tmp_path / 'index')
     stats = search_tool.build_index(str(videos), index_dir, CONFIG, batch_size=2,

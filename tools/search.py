@@ -146,6 +146,8 @@ def encode_jobs(jobs: Sequence[Job], encoder: IndexEncoder, settings: WindowSett
     """Encode the jobs' windows in batches (across files); yield each job once it is
     complete: ``(job, [(window index, window)], embeddings, None)`` in time order, or
     ``(job, None, None, error)``."""
+    if not jobs:  # nothing to encode: no empty progress bar
+        return
     loader = torch.utils.data.DataLoader(
         _DecodedWindows(jobs, encoder.reader, encoder.frames_shape, settings),
         batch_size=batch_size, num_workers=workers, collate_fn=list)
